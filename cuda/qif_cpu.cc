@@ -1,0 +1,207 @@
+// CPU twin of the CUDA kernels: the same formulas (qif_math.h), one neuron row at a time.
+#include <cstdint>
+#include <cstring>
+
+#include "qif_ffi.h"
+#include "qif_math.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace jaxqif {
+namespace {
+
+// float16 and bfloat16 travel as raw 16-bit patterns on the CPU; the state is float32.
+struct Half { uint16_t bits; };
+struct BFloat16 { uint16_t bits; };
+
+inline float bits_to_float(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+inline uint32_t float_to_bits(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  return bits;
+}
+
+inline float to_state(float v) { return v; }
+inline double to_state(double v) { return v; }
+inline float to_state(BFloat16 v) { return bits_to_float(static_cast<uint32_t>(v.bits) << 16); }
+inline float to_state(Half v) {
+  const uint32_t sign = static_cast<uint32_t>(v.bits & 0x8000u) << 16;
+  const uint32_t exponent = (v.bits >> 10) & 0x1fu;
+  const uint32_t mantissa = v.bits & 0x3ffu;
+  if (exponent == 0x1f) return bits_to_float(sign | 0x7f800000u | (mantissa << 13));  // inf, nan
+  if (exponent != 0) return bits_to_float(sign | ((exponent + 112) << 23) | (mantissa << 13));
+  // zero or subnormal: mantissa * 2^-24, exact in float
+  const float magnitude = static_cast<float>(mantissa) * 5.9604644775390625e-8f;
+  return sign ? -magnitude : magnitude;
+}
+
+// Rounding to nearest even, as XLA's converts do.
+template <typename X, typename S>
+X from_state(S v);
+template <>
+inline float from_state<float, float>(float v) { return v; }
+template <>
+inline double from_state<double, double>(double v) { return v; }
+template <>
+inline BFloat16 from_state<BFloat16, float>(float v) {
+  const uint32_t bits = float_to_bits(v);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return BFloat16{static_cast<uint16_t>((bits >> 16) | 0x40)};
+  const uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
+  return BFloat16{static_cast<uint16_t>((bits + rounding) >> 16)};
+}
+template <>
+inline Half from_state<Half, float>(float v) {
+  const uint32_t bits = float_to_bits(v);
+  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const uint32_t abs = bits & 0x7fffffffu;
+  if (abs > 0x7f800000u) return Half{static_cast<uint16_t>(sign | 0x7e00u)};  // nan
+  if (abs >= 0x477ff000u) return Half{static_cast<uint16_t>(sign | 0x7c00u)};  // rounds to inf
+  if (abs >= 0x38800000u) {  // normal half: rebias the exponent, round the 13 dropped bits
+    const uint32_t rebiased = abs - 0x38000000u;
+    const uint32_t rounding = 0xfffu + ((rebiased >> 13) & 1u);
+    return Half{static_cast<uint16_t>(sign | ((rebiased + rounding) >> 13))};
+  }
+  // subnormal half (or zero): value / 2^-24, rounded to nearest even by float arithmetic
+  const float scaled = bits_to_float(abs) * 16777216.0f;  // exact: a power-of-two scaling
+  const float rounded = scaled + 12582912.0f - 12582912.0f;  // 1.5 * 2^23 forces integer rounding
+  return Half{static_cast<uint16_t>(sign | static_cast<uint16_t>(rounded))};
+}
+
+
+template <typename X, typename S, bool kHardReset>
+void forward_rows(const X* x, const S* v_init, X* spikes, S* v_final, S* v_seq, S* residual,
+                  const Layout& l, const QifParams<S>& p) {
+  std::memcpy(v_final, v_init, sizeof(S) * l.neurons());
+  for (int64_t o = 0; o < l.outer; ++o) {
+    S* v = v_final + o * l.inner;  // running state of this row of neurons
+    for (int64_t t = 0; t < l.steps; ++t) {
+      const int64_t row = (o * l.steps + t) * l.inner;
+      for (int64_t i = 0; i < l.inner; ++i) {
+        const S h = qif_charge(v[i], to_state(x[row + i]), p);
+        const bool spike = qif_fires(h, p);
+        spikes[row + i] = from_state<X>(spike ? S(1) : S(0));
+        if (residual) residual[row + i] = h;
+        v[i] = qif_reset<kHardReset>(h, spike, p);
+        if (v_seq) v_seq[row + i] = v[i];
+      }
+    }
+  }
+}
+
+template <SurrogateKind kKind, bool kHardReset, typename X, typename S>
+void backward_rows(const X* grad_spikes, const S* grad_v_seq, const S* grad_v_final,
+                   const S* residual, const S* v_init, X* grad_x, S* grad_v_init, const Layout& l,
+                   const QifParams<S>& p) {
+  for (int64_t n = 0; n < l.neurons(); ++n) grad_v_init[n] = grad_v_final ? grad_v_final[n] : S(0);
+  for (int64_t o = 0; o < l.outer; ++o) {
+    S* carry = grad_v_init + o * l.inner;  // dL/dV[t] flowing back; ends as dL/dv_init
+    for (int64_t t = l.steps - 1; t >= 0; --t) {
+      const int64_t row = (o * l.steps + t) * l.inner;
+      for (int64_t i = 0; i < l.inner; ++i) {
+        const S v_prev = t > 0 ? qif_state_after<kHardReset>(residual[row - l.inner + i], p)
+                               : v_init[o * l.inner + i];
+        const S g_spike = grad_spikes ? S(to_state(grad_spikes[row + i])) : S(0);
+        const S g_v = grad_v_seq ? grad_v_seq[row + i] : S(0);
+        const S grad_h =
+            qif_backward_step<kKind, kHardReset>(residual[row + i], v_prev, g_spike, g_v, carry[i], p);
+        grad_x[row + i] = from_state<X>(grad_h * p.inv_tau);
+      }
+    }
+  }
+}
+
+template <typename T>
+T* data_or_null(ffi::AnyBuffer& buffer) {
+  return buffer.element_count() ? reinterpret_cast<T*>(buffer.untyped_data()) : nullptr;
+}
+template <typename T>
+const T* data_or_null(const ffi::AnyBuffer& buffer) {
+  return buffer.element_count() ? reinterpret_cast<const T*>(buffer.untyped_data()) : nullptr;
+}
+
+// Calls fn(X{}, S{}) with the input and state types of `dtype`.
+template <typename Fn>
+void dispatch_dtype(ffi::DataType dtype, Fn&& fn) {
+  switch (dtype) {
+    case ffi::DataType::F16: return fn(Half{}, float{});
+    case ffi::DataType::BF16: return fn(BFloat16{}, float{});
+    case ffi::DataType::F32: return fn(float{}, float{});
+    default: return fn(double{}, double{});
+  }
+}
+
+ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer v_init, ffi::Result<ffi::AnyBuffer> spikes,
+                       ffi::Result<ffi::AnyBuffer> v_final, ffi::Result<ffi::AnyBuffer> v_seq,
+                       ffi::Result<ffi::AnyBuffer> residual, int64_t time_axis, double tau,
+                       double v_c, double a0, double v_threshold, double v_rest, double v_reset,
+                       bool hard_reset) {
+  ForwardCall call;
+  JAXQIF_RETURN_IF_ERROR(
+      check_forward(x, v_init, *spikes, *v_final, *v_seq, *residual, time_axis, &call));
+  if (call.layout.elements() == 0) return ffi::Error::Success();
+  dispatch_dtype(call.input_dtype, [&](auto x_tag, auto s_tag) {
+    using X = decltype(x_tag);
+    using S = decltype(s_tag);
+    const auto p = QifParams<S>::from_double(tau, v_c, a0, v_threshold, v_rest, v_reset, 1.0,
+                                             hard_reset, false);
+    auto run = hard_reset ? forward_rows<X, S, true> : forward_rows<X, S, false>;
+    run(data_or_null<X>(x), data_or_null<S>(v_init), data_or_null<X>(*spikes),
+        data_or_null<S>(*v_final), data_or_null<S>(*v_seq), data_or_null<S>(*residual),
+        call.layout, p);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error BackwardImpl(ffi::AnyBuffer grad_spikes, ffi::AnyBuffer grad_v_seq,
+                        ffi::AnyBuffer grad_v_final, ffi::AnyBuffer residual, ffi::AnyBuffer v_init,
+                        ffi::Result<ffi::AnyBuffer> grad_x, ffi::Result<ffi::AnyBuffer> grad_v_init,
+                        int64_t time_axis, double tau, double v_c, double a0, double v_threshold,
+                        double v_rest, double v_reset, bool hard_reset, bool detach_reset,
+                        int64_t surrogate, double alpha) {
+  BackwardCall call;
+  JAXQIF_RETURN_IF_ERROR(check_backward(grad_spikes, grad_v_seq, grad_v_final, residual, v_init,
+                                        *grad_x, *grad_v_init, time_axis, surrogate, &call));
+  if (call.layout.neurons() == 0) return ffi::Error::Success();
+  dispatch_dtype(call.input_dtype, [&](auto x_tag, auto s_tag) {
+    using X = decltype(x_tag);
+    using S = decltype(s_tag);
+    const auto p = QifParams<S>::from_double(tau, v_c, a0, v_threshold, v_rest, v_reset, alpha,
+                                             hard_reset, detach_reset);
+    dispatch_surrogate_reset(surrogate, hard_reset, [&]<SurrogateKind kKind, bool kHardReset>() {
+      backward_rows<kKind, kHardReset, X, S>(
+          data_or_null<X>(grad_spikes), data_or_null<S>(grad_v_seq),
+          data_or_null<S>(grad_v_final), data_or_null<S>(residual), data_or_null<S>(v_init),
+          data_or_null<X>(*grad_x), data_or_null<S>(*grad_v_init), call.layout, p);
+    });
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+}  // namespace jaxqif
+
+namespace ffi = xla::ffi;
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqifForwardCpu, jaxqif::ForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // x
+                                  .Arg<ffi::AnyBuffer>()  // v_init
+                                  .Ret<ffi::AnyBuffer>()  // spikes
+                                  .Ret<ffi::AnyBuffer>()  // v_final
+                                  .Ret<ffi::AnyBuffer>()  // v_seq
+                                  .Ret<ffi::AnyBuffer>()  // residual
+                                  JAXQIF_NEURON_ATTRS);
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqifBackwardCpu, jaxqif::BackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // grad_spikes
+                                  .Arg<ffi::AnyBuffer>()  // grad_v_seq
+                                  .Arg<ffi::AnyBuffer>()  // grad_v_final
+                                  .Arg<ffi::AnyBuffer>()  // residual
+                                  .Arg<ffi::AnyBuffer>()  // v_init
+                                  .Ret<ffi::AnyBuffer>()  // grad_x
+                                  .Ret<ffi::AnyBuffer>()  // grad_v_init
+                                  JAXQIF_BACKWARD_ATTRS);

@@ -1,0 +1,153 @@
+// What the CPU and CUDA handlers share: the attribute list, and the checks that turn a malformed
+// call into an ffi::Error (a Python exception) before any memory is touched.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "qif_math.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace jaxqif {
+
+namespace ffi = xla::ffi;
+
+// The kernels see every array as [outer, T, inner] in row-major order: outer is the product of
+// the axes before time, inner of those after. Element (o, t, i) sits at (o * T + t) * inner + i,
+// and neuron n = o * inner + i. Any time axis and any vmapped axis map onto this with no copy.
+struct Layout {
+  int64_t outer = 1;
+  int64_t steps = 0;
+  int64_t inner = 1;
+  int64_t neurons() const { return outer * inner; }
+  int64_t elements() const { return outer * steps * inner; }
+};
+
+inline ffi::Error decode_layout(ffi::Span<const int64_t> dims, int64_t time_axis, Layout* layout) {
+  const int64_t rank = static_cast<int64_t>(dims.size());
+  if (time_axis < 0 || time_axis >= rank) {
+    return ffi::Error::InvalidArgument("jaxqif: time_axis " + std::to_string(time_axis) +
+                                       " is out of range for an operand of rank " +
+                                       std::to_string(rank));
+  }
+  Layout l;
+  for (int64_t a = 0; a < rank; ++a) {
+    if (a < time_axis) l.outer *= dims[a];
+    if (a > time_axis) l.inner *= dims[a];
+  }
+  l.steps = dims[time_axis];
+  *layout = l;
+  return ffi::Error::Success();
+}
+
+inline bool is_input_dtype(ffi::DataType t) {
+  return t == ffi::DataType::F16 || t == ffi::DataType::BF16 || t == ffi::DataType::F32 ||
+         t == ffi::DataType::F64;
+}
+
+// float16/bfloat16/float32 inputs keep their state in float32, float64 in float64.
+inline ffi::DataType state_dtype_for(ffi::DataType input) {
+  return input == ffi::DataType::F64 ? ffi::DataType::F64 : ffi::DataType::F32;
+}
+
+// `optional` buffers may have zero elements, meaning "absent" (an unused output, or a cotangent
+// that is symbolically zero).
+inline ffi::Error check_buffer(const char* name, const ffi::AnyBuffer& buffer, ffi::DataType dtype,
+                               int64_t expected_elements, bool optional) {
+  if (buffer.element_type() != dtype) {
+    return ffi::Error::InvalidArgument(std::string("jaxqif: ") + name + " has the wrong dtype");
+  }
+  const int64_t n = static_cast<int64_t>(buffer.element_count());
+  if (n != expected_elements && !(optional && n == 0)) {
+    return ffi::Error::InvalidArgument(std::string("jaxqif: ") + name + " has " +
+                                       std::to_string(n) + " elements, expected " +
+                                       std::to_string(expected_elements));
+  }
+  return ffi::Error::Success();
+}
+
+#define JAXQIF_RETURN_IF_ERROR(expr)      \
+  do {                                    \
+    ffi::Error _status = (expr);          \
+    if (_status.failure()) return _status; \
+  } while (0)
+
+struct ForwardCall {
+  Layout layout;
+  ffi::DataType input_dtype;
+  bool store_v_seq;
+  bool save_residual;
+};
+
+// Forward: x [.., T, ..], v_init [neurons] -> spikes (x's dtype), v_final, v_seq (optional),
+// residual H (optional, state dtype).
+inline ffi::Error check_forward(const ffi::AnyBuffer& x, const ffi::AnyBuffer& v_init,
+                                const ffi::AnyBuffer& spikes, const ffi::AnyBuffer& v_final,
+                                const ffi::AnyBuffer& v_seq, const ffi::AnyBuffer& residual,
+                                int64_t time_axis, ForwardCall* call) {
+  if (!is_input_dtype(x.element_type())) {
+    return ffi::Error::InvalidArgument("jaxqif: x must be float16, bfloat16, float32 or float64");
+  }
+  JAXQIF_RETURN_IF_ERROR(decode_layout(x.dimensions(), time_axis, &call->layout));
+  const Layout& l = call->layout;
+  const ffi::DataType in = x.element_type(), st = state_dtype_for(in);
+  JAXQIF_RETURN_IF_ERROR(check_buffer("v_init", v_init, st, l.neurons(), false));
+  JAXQIF_RETURN_IF_ERROR(check_buffer("spikes", spikes, in, l.elements(), false));
+  JAXQIF_RETURN_IF_ERROR(check_buffer("v_final", v_final, st, l.neurons(), false));
+  JAXQIF_RETURN_IF_ERROR(check_buffer("v_seq", v_seq, st, l.elements(), true));
+  JAXQIF_RETURN_IF_ERROR(check_buffer("residual", residual, st, l.elements(), true));
+  call->input_dtype = in;
+  call->store_v_seq = v_seq.element_count() != 0;
+  call->save_residual = residual.element_count() != 0;
+  return ffi::Error::Success();
+}
+
+struct BackwardCall {
+  Layout layout;
+  ffi::DataType input_dtype;
+  bool has_grad_spikes;
+  bool has_grad_v_seq;
+  bool has_grad_v_final;
+};
+
+// Backward: cotangents of (spikes, v_seq, v_final), each optional, the residual H and v_init ->
+// grad_x (x's dtype) and grad_v_init (state dtype).
+inline ffi::Error check_backward(const ffi::AnyBuffer& grad_spikes, const ffi::AnyBuffer& grad_v_seq,
+                                 const ffi::AnyBuffer& grad_v_final, const ffi::AnyBuffer& residual,
+                                 const ffi::AnyBuffer& v_init, const ffi::AnyBuffer& grad_x,
+                                 const ffi::AnyBuffer& grad_v_init, int64_t time_axis,
+                                 int64_t surrogate, BackwardCall* call) {
+  if (!is_input_dtype(grad_x.element_type())) {
+    return ffi::Error::InvalidArgument(
+        "jaxqif: grad_x must be float16, bfloat16, float32 or float64");
+  }
+  if (surrogate < 0 || surrogate >= kNumSurrogates) {
+    return ffi::Error::InvalidArgument("jaxqif: unknown surrogate id " + std::to_string(surrogate));
+  }
+  JAXQIF_RETURN_IF_ERROR(decode_layout(residual.dimensions(), time_axis, &call->layout));
+  const Layout& l = call->layout;
+  const ffi::DataType in = grad_x.element_type(), st = state_dtype_for(in);
+  JAXQIF_RETURN_IF_ERROR(check_buffer("residual", residual, st, l.elements(), false));
+  JAXQIF_RETURN_IF_ERROR(check_buffer("grad_spikes", grad_spikes, in, l.elements(), true));
+  JAXQIF_RETURN_IF_ERROR(check_buffer("grad_v_seq", grad_v_seq, st, l.elements(), true));
+  JAXQIF_RETURN_IF_ERROR(check_buffer("grad_v_final", grad_v_final, st, l.neurons(), true));
+  JAXQIF_RETURN_IF_ERROR(check_buffer("v_init", v_init, st, l.neurons(), false));
+  JAXQIF_RETURN_IF_ERROR(check_buffer("grad_x", grad_x, in, l.elements(), false));
+  JAXQIF_RETURN_IF_ERROR(check_buffer("grad_v_init", grad_v_init, st, l.neurons(), false));
+  call->input_dtype = in;
+  call->has_grad_spikes = grad_spikes.element_count() != 0;
+  call->has_grad_v_seq = grad_v_seq.element_count() != 0;
+  call->has_grad_v_final = grad_v_final.element_count() != 0;
+  return ffi::Error::Success();
+}
+
+// Neuron attributes every handler takes (Python floats arrive as f64, ints as i64), appended to
+// an ffi::Ffi::Bind() chain. The backward adds the surrogate and detach_reset.
+#define JAXQIF_NEURON_ATTRS                                                       \
+  .Attr<int64_t>("time_axis").Attr<double>("tau").Attr<double>("v_c")            \
+      .Attr<double>("a0").Attr<double>("v_threshold").Attr<double>("v_rest")     \
+      .Attr<double>("v_reset").Attr<bool>("hard_reset")
+#define JAXQIF_BACKWARD_ATTRS \
+  JAXQIF_NEURON_ATTRS.Attr<bool>("detach_reset").Attr<int64_t>("surrogate").Attr<double>("alpha")
+
+}  // namespace jaxqif

@@ -1,0 +1,88 @@
+"""The static description of a QIF neuron, checked once, shared by every backend."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+
+from jaxqif._checks import static_bool, static_float
+from jaxqif.surrogate import Surrogate
+
+
+@dataclasses.dataclass(frozen=True)
+class NeuronConfig:
+    """QIF parameters (SpikingJelly 2.0's QIFNode). `v_reset=None` selects the soft reset.
+
+    Hashable, so it can be a primitive parameter and a cache key.
+    """
+
+    tau: float = 2.0
+    v_c: float = 0.8
+    a0: float = 1.0
+    v_threshold: float = 1.0
+    v_rest: float = 0.0
+    v_reset: float | None = -0.1
+    surrogate: Surrogate = dataclasses.field(default_factory=lambda: _default_surrogate())
+    detach_reset: bool = False
+
+    def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)
+        for name in ("tau", "v_c", "a0", "v_threshold", "v_rest"):
+            set_(name, static_float(name, getattr(self, name)))
+        if self.v_reset is not None:
+            set_("v_reset", static_float("v_reset", self.v_reset))
+        if not isinstance(self.surrogate, Surrogate):
+            raise TypeError(
+                "surrogate must be a jaxqif.surrogate.Surrogate (e.g. jaxqif.surrogate.Sigmoid()), "
+                f"got {type(self.surrogate).__name__}"
+            )
+        set_("detach_reset", static_bool("detach_reset", self.detach_reset))
+        if self.tau <= 1:
+            raise ValueError(f"tau must be > 1, got {self.tau}")
+        if self.a0 <= 0:
+            raise ValueError(f"a0 must be > 0, got {self.a0}")
+        if self.hard_reset:
+            if self.v_threshold <= self.v_reset:
+                raise ValueError(
+                    f"v_threshold must be > v_reset, got v_threshold={self.v_threshold}, "
+                    f"v_reset={self.v_reset}"
+                )
+            if self.v_rest < self.v_reset:
+                raise ValueError(
+                    f"v_rest must be >= v_reset, got v_rest={self.v_rest}, v_reset={self.v_reset}"
+                )
+
+    @property
+    def hard_reset(self) -> bool:
+        return self.v_reset is not None
+
+    @property
+    def default_v_init(self) -> float:
+        """v_init=None starts at v_reset (0 for the soft reset)."""
+        return self.v_reset if self.hard_reset else 0.0
+
+    def constants(self, state_dtype) -> dict:
+        """The parameters rounded once to the state dtype, with 1/tau computed in double first:
+        exactly what cuda/qif_math.h's QifParams::from_double does."""
+        c = lambda v: jnp.asarray(np.asarray(v, dtype=np.float64).astype(state_dtype))
+        return dict(
+            inv_tau=c(1.0 / self.tau),
+            v_c=c(self.v_c),
+            a0=c(self.a0),
+            v_threshold=c(self.v_threshold),
+            v_rest=c(self.v_rest),
+            v_reset=c(self.v_reset if self.hard_reset else 0.0),
+        )
+
+
+def _default_surrogate():
+    from jaxqif.surrogate import Sigmoid
+
+    return Sigmoid()
+
+
+def state_dtype(input_dtype) -> np.dtype:
+    """float16/bfloat16/float32 inputs keep float32 state; float64 keeps float64."""
+    return np.dtype(np.float64) if np.dtype(input_dtype) == np.float64 else np.dtype(np.float32)

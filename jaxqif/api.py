@@ -1,0 +1,209 @@
+"""The functional API: `qif_multistep` (a whole sequence) and `qif_step` (one step)."""
+
+from __future__ import annotations
+
+import operator
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxqif import _library, reference
+from jaxqif._checks import static_bool
+from jaxqif._config import NeuronConfig, state_dtype
+from jaxqif.surrogate import Sigmoid, Surrogate
+
+BACKENDS = (None, "ffi", "jax")
+_DEFAULT_SURROGATE = Sigmoid(alpha=4.0)
+_warned: set[str] = set()
+
+
+def qif_multistep(
+    x_seq,
+    v_init=None,
+    *,
+    tau: float = 2.0,
+    v_c: float = 0.8,
+    a0: float = 1.0,
+    v_threshold: float = 1.0,
+    v_rest: float = 0.0,
+    v_reset: float | None = -0.1,
+    surrogate: Surrogate = _DEFAULT_SURROGATE,
+    detach_reset: bool = False,
+    store_v_seq: bool = False,
+    time_axis: int = 0,
+    backend: str | None = None,
+):
+    """Runs quadratic integrate-and-fire neurons over a whole sequence.
+
+    Per neuron, from V[-1] = v_init, for each step t along `time_axis`:
+      H[t] = V[t-1] + (X[t] + a0 (V[t-1] - v_rest)(V[t-1] - v_c)) / tau
+      S[t] = H[t] >= v_threshold          (backward: surrogate'(H[t] - v_threshold))
+      V[t] = v_reset if S[t] else H[t]    (hard reset), or H[t] - S[t] v_threshold (v_reset=None)
+
+    Args:
+      x_seq: input current, rank >= 1, float16/bfloat16/float32/float64, time on `time_axis`;
+        every other axis is an independent neuron.
+      v_init: initial membrane potential, x_seq's shape without the time axis; None starts at
+        v_reset (0 for the soft reset).
+      tau, v_c, a0, v_threshold, v_rest, v_reset: static neuron parameters (Python numbers).
+      surrogate: a `jaxqif.surrogate` instance; its derivative replaces dS/dH in the backward.
+      detach_reset: drop the spike's gradient in the reset (not in the output spikes).
+      store_v_seq: also return V after every step's reset.
+      time_axis: the time axis of x_seq (negative counts from the end).
+      backend: None = the fused kernel of the platform the computation runs on (the pure-JAX
+        path with a warning where no kernel was built); "ffi" = the fused kernel or an error;
+        "jax" = the pure-JAX `lax.scan` reference, differentiated by JAX.
+
+    Returns:
+      (spike_seq, v_final, v_seq): spikes in x_seq's dtype; v_final and v_seq (None unless
+      store_v_seq) in float32 for float16/bfloat16/float32 inputs, float64 for float64.
+    """
+    config = NeuronConfig(
+        tau=tau, v_c=v_c, a0=a0, v_threshold=v_threshold, v_rest=v_rest, v_reset=v_reset,
+        surrogate=surrogate, detach_reset=detach_reset,
+    )
+    store_v_seq = static_bool("store_v_seq", store_v_seq)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    x_seq = _check_input("x_seq", x_seq)
+    if x_seq.ndim == 0:
+        raise ValueError("x_seq must have rank >= 1 (time plus neuron axes), got a scalar")
+    time_axis = _normalize_axis(time_axis, x_seq.ndim)
+    if x_seq.shape[time_axis] == 0:
+        raise ValueError(f"x_seq must have at least one time step, got T = 0 on axis {time_axis}")
+    st = state_dtype(x_seq.dtype)
+    neuron_shape = x_seq.shape[:time_axis] + x_seq.shape[time_axis + 1 :]
+    if v_init is None:
+        v_init = jnp.full(neuron_shape, config.default_v_init, st)
+    else:
+        v_init = _check_input("v_init", v_init)
+        if v_init.shape != neuron_shape:
+            raise ValueError(
+                f"v_init must have x_seq's shape without the time axis, {neuron_shape}, "
+                f"got {v_init.shape}"
+            )
+        v_init = v_init.astype(st)
+
+    if np.prod(neuron_shape, dtype=np.int64) == 0:  # no neurons: nothing to launch
+        v_seq = jnp.zeros(x_seq.shape, st) if store_v_seq else None
+        return jnp.zeros(x_seq.shape, x_seq.dtype), v_init, v_seq
+
+    if _resolve_backend(backend, config.surrogate, x_seq) == "jax":
+        return reference.multistep(config, x_seq, v_init, time_axis, store_v_seq)
+    from jaxqif.autodiff import fused_multistep
+
+    return fused_multistep(config, time_axis, store_v_seq)(x_seq, v_init)
+
+
+def qif_step(
+    x,
+    v=None,
+    *,
+    tau: float = 2.0,
+    v_c: float = 0.8,
+    a0: float = 1.0,
+    v_threshold: float = 1.0,
+    v_rest: float = 0.0,
+    v_reset: float | None = -0.1,
+    surrogate: Surrogate = _DEFAULT_SURROGATE,
+    detach_reset: bool = False,
+):
+    """One QIF step in pure JAX: (x, v) -> (spike in x's dtype, v_next in the state dtype).
+
+    `v=None` starts from v_reset (0 for the soft reset). Same parameters and semantics as
+    `qif_multistep`; the surrogate's derivative is the spike's gradient.
+    """
+    config = NeuronConfig(
+        tau=tau, v_c=v_c, a0=a0, v_threshold=v_threshold, v_rest=v_rest, v_reset=v_reset,
+        surrogate=surrogate, detach_reset=detach_reset,
+    )
+    x = _check_input("x", x)
+    st = state_dtype(x.dtype)
+    if v is None:
+        v = jnp.full(x.shape, config.default_v_init, st)
+    else:
+        v = _check_input("v", v)
+        if v.shape != x.shape:
+            raise ValueError(f"v must have x's shape {x.shape}, got {v.shape}")
+        v = v.astype(st)
+    spike, v_next = reference.step(config, x.astype(st), v)
+    return spike.astype(x.dtype), v_next
+
+
+def _check_input(name: str, value):
+    if not isinstance(value, (jax.Array, np.ndarray)) and not hasattr(value, "__jax_array__"):
+        value = np.asarray(value)
+    dtype = np.dtype(value.dtype)
+    if dtype not in (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64):
+        raise TypeError(
+            f"{name} must be float16, bfloat16, float32 or float64, got {dtype}"
+        )
+    return jnp.asarray(value)
+
+
+def _normalize_axis(time_axis, ndim: int) -> int:
+    if isinstance(time_axis, (bool, np.bool_)) or not isinstance(time_axis, (int, np.integer)):
+        if isinstance(time_axis, jax.core.Tracer):
+            raise TypeError("time_axis must be a static Python int, got a JAX tracer")
+        raise TypeError(f"time_axis must be an int, got {type(time_axis).__name__}")
+    time_axis = operator.index(time_axis)
+    if not -ndim <= time_axis < ndim:
+        raise ValueError(f"time_axis {time_axis} is out of range for x_seq of rank {ndim}")
+    return time_axis % ndim
+
+
+def _platform_of(x) -> str:
+    """The platform the computation will run on: x's device if it is a concrete array, else
+    JAX's default backend. ("gpu" means CUDA here: the only GPU kernels are CUDA ones.)"""
+    platform = None
+    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
+        try:
+            platform = next(iter(x.devices())).platform
+        except Exception:  # deleted or abstract arrays: fall back to the default backend
+            platform = None
+    platform = platform or jax.default_backend()
+    return "cuda" if platform == "gpu" else platform
+
+
+def _warn_once(key: str, message: str):
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def _resolve_backend(backend, surrogate: Surrogate, x) -> str:
+    if backend == "jax":
+        return "jax"
+    has_kernel_formula = hasattr(type(surrogate), "kernel_id")
+    platform = _platform_of(x)
+    built = platform in _library._LIBRARIES and _library.load(platform)
+    if backend == "ffi":
+        if not has_kernel_formula:
+            raise ValueError(
+                f"surrogate {type(surrogate).__name__} has no fused-kernel formula; "
+                "use backend='jax' for custom surrogates"
+            )
+        if not built:
+            raise RuntimeError(
+                f"jaxqif: backend='ffi' but no kernel was built for platform '{platform}'; "
+                + (_library.BUILD_HINT if platform == "cuda" else "use backend='jax'")
+            )
+        return "ffi"
+    if not has_kernel_formula:
+        _warn_once(
+            f"surrogate:{type(surrogate).__name__}",
+            f"jaxqif: surrogate {type(surrogate).__name__} has no fused-kernel formula; "
+            "running the (much slower) pure-JAX path. Pass backend='jax' to silence this.",
+        )
+        return "jax"
+    if not built:
+        _warn_once(
+            f"platform:{platform}",
+            f"jaxqif: no fused kernel was built for platform '{platform}'; running the (much "
+            "slower) pure-JAX path. "
+            + (_library.BUILD_HINT if platform == "cuda" else "Pass backend='jax' to silence this."),
+        )
+        return "jax"
+    return "ffi"

@@ -1,0 +1,55 @@
+"""The fused path: the forward and backward primitives joined by a custom VJP.
+
+Under differentiation the forward also writes H (one state-dtype value per element); the
+backward recomputes V[t-1] from H[t-1], so nothing else is saved. Cotangents that are symbolic
+zeros (unused v outputs, say) never reach the kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+from jax.custom_derivatives import SymbolicZero
+
+from jaxqif._config import NeuronConfig
+from jaxqif.primitives import backward_p, forward_p
+
+
+def _outputs(outs, store_v_seq):
+    spikes, v_final = outs[0], outs[1]
+    return spikes, v_final, (outs[2] if store_v_seq else None)
+
+
+@functools.cache
+def fused_multistep(config: NeuronConfig, time_axis: int, store_v_seq: bool):
+    """(x_seq, v_init) -> (spikes, v_final, v_seq or None), differentiable in both inputs."""
+    params = dict(config=config, time_axis=time_axis, store_v_seq=store_v_seq)
+
+    @jax.custom_vjp
+    def multistep(x_seq, v_init):
+        return _outputs(forward_p.bind(x_seq, v_init, save_residual=False, **params), store_v_seq)
+
+    def multistep_fwd(x_seq, v_init):
+        x_seq, v_init = x_seq.value, v_init.value
+        *outs, residual = forward_p.bind(x_seq, v_init, save_residual=True, **params)
+        return _outputs(outs, store_v_seq), (residual, v_init)
+
+    def multistep_bwd(saved, cotangents):
+        residual, v_init = saved
+        g_spikes, g_v_final, g_v_seq = cotangents
+        present = lambda g: g is not None and not isinstance(g, SymbolicZero)
+        input_dtype = np.dtype(g_spikes.dtype)  # a SymbolicZero carries its aval's dtype too
+        given = [g for g in (g_spikes, g_v_seq, g_v_final) if present(g)]
+        if not given:
+            return jax.numpy.zeros(residual.shape, input_dtype), jax.numpy.zeros_like(v_init)
+        grad_x, grad_v_init = backward_p.bind(
+            *given, residual, v_init, config=config, time_axis=time_axis,
+            input_dtype=input_dtype, has_grad_spikes=present(g_spikes),
+            has_grad_v_seq=present(g_v_seq), has_grad_v_final=present(g_v_final),
+        )
+        return grad_x, grad_v_init
+
+    multistep.defvjp(multistep_fwd, multistep_bwd, symbolic_zeros=True)
+    return multistep

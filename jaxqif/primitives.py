@@ -1,0 +1,221 @@
+"""The QIF forward and backward as JAX primitives: abstract evaluation, lowering to the FFI
+handlers, and batching rules. `jaxqif/autodiff.py` ties them together with a custom VJP.
+
+Every array is handed to the kernels as it lies in memory; the kernels read it as
+[outer, T, inner] around `time_axis`. A vmapped axis just becomes part of outer or inner.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+from jax.extend.core import Primitive
+from jax.interpreters import batching, mlir
+import jax.numpy as jnp
+
+from jaxqif import _library
+from jaxqif._config import NeuronConfig, state_dtype
+
+ShapedArray = jax.core.ShapedArray
+
+# ---------------------------------------------------------------------------------------------
+# forward: (x, v_init) -> spikes, v_final, [v_seq], [residual H]
+
+forward_p = Primitive("qif_forward")
+forward_p.multiple_results = True
+
+
+def _forward_abstract_eval(x, v_init, *, config, time_axis, store_v_seq, save_residual):
+    st = state_dtype(x.dtype)
+    outs = [ShapedArray(x.shape, x.dtype), ShapedArray(v_init.shape, st)]
+    outs += [ShapedArray(x.shape, st)] * (int(store_v_seq) + int(save_residual))
+    return outs
+
+
+forward_p.def_abstract_eval(_forward_abstract_eval)
+
+
+def _neuron_attrs(config: NeuronConfig, time_axis: int) -> dict:
+    return dict(
+        time_axis=np.int64(time_axis),
+        tau=np.float64(config.tau),
+        v_c=np.float64(config.v_c),
+        a0=np.float64(config.a0),
+        v_threshold=np.float64(config.v_threshold),
+        v_rest=np.float64(config.v_rest),
+        v_reset=np.float64(config.v_reset if config.hard_reset else 0.0),
+        hard_reset=np.bool_(config.hard_reset),
+    )
+
+
+def _forward_lowering(ctx, x, v_init, *, config, time_axis, store_v_seq, save_residual):
+    # The handler always has four results; an unused one is given zero elements.
+    x_aval = ctx.avals_in[0]
+    absent = ShapedArray((0,), state_dtype(x_aval.dtype))
+    full = ShapedArray(x_aval.shape, state_dtype(x_aval.dtype))
+    wanted = [True, True, store_v_seq, save_residual]
+    avals_out = list(ctx.avals_out[:2]) + [full if w else absent for w in wanted[2:]]
+    results = jax.ffi.ffi_lowering(_library.FORWARD_TARGET)(
+        ctx.replace(avals_out=avals_out), x, v_init, **_neuron_attrs(config, time_axis)
+    )
+    return [r for r, w in zip(results, wanted) if w]
+
+
+def _forward_batching(args, dims, *, config, time_axis, store_v_seq, save_residual):
+    x, v_init = args
+    x_dim, v_dim = dims
+    size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+    if x_dim is None:  # only v_init is batched: x must be repeated for every member
+        x, x_dim = _broadcast_at(x, size, 0), 0
+    time_axis, v_target = _fold_batch_axis(time_axis, x_dim)
+    v_init = _batch_at(v_init, v_dim, v_target, size)
+    outs = forward_p.bind(
+        x, v_init, config=config, time_axis=time_axis, store_v_seq=store_v_seq,
+        save_residual=save_residual,
+    )
+    return outs, [x_dim, v_target] + [x_dim] * (len(outs) - 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# backward: ([grad_spikes], [grad_v_seq], [grad_v_final], residual, v_init) -> grad_x, grad_v_init
+# Cotangents that are symbolically zero are left out (has_* = False) and never read.
+
+backward_p = Primitive("qif_backward")
+backward_p.multiple_results = True
+
+
+def _split_backward_operands(operands, has_grad_spikes, has_grad_v_seq, has_grad_v_final):
+    operands = list(operands)
+    take = lambda present: operands.pop(0) if present else None
+    g_spikes, g_v_seq, g_v_final = (
+        take(has_grad_spikes), take(has_grad_v_seq), take(has_grad_v_final)
+    )
+    residual, v_init = operands
+    return g_spikes, g_v_seq, g_v_final, residual, v_init
+
+
+def _backward_abstract_eval(*operands, config, time_axis, input_dtype, has_grad_spikes,
+                            has_grad_v_seq, has_grad_v_final):
+    *_, residual, v_init = operands
+    return [ShapedArray(residual.shape, input_dtype), ShapedArray(v_init.shape, v_init.dtype)]
+
+
+backward_p.def_abstract_eval(_backward_abstract_eval)
+
+
+def _backward_lowering(ctx, *operands, config, time_axis, input_dtype, has_grad_spikes,
+                       has_grad_v_seq, has_grad_v_final):
+    # The handler always takes five operands; an absent cotangent is given zero elements.
+    st = state_dtype(input_dtype)
+    present = (has_grad_spikes, has_grad_v_seq, has_grad_v_final, True, True)
+    dtypes = (input_dtype, st, st, None, None)
+    values, avals = list(operands), list(ctx.avals_in)
+    full_values, full_avals = [], []
+    for is_present, dtype in zip(present, dtypes):
+        if is_present:
+            full_values.append(values.pop(0))
+            full_avals.append(avals.pop(0))
+        else:
+            full_values.append(mlir.ir_constant(np.zeros((0,), dtype)))
+            full_avals.append(ShapedArray((0,), dtype))
+    attrs = _neuron_attrs(config, time_axis)
+    attrs.update(
+        detach_reset=np.bool_(config.detach_reset),
+        surrogate=np.int64(config.surrogate.kernel_id),
+        alpha=np.float64(config.surrogate.alpha),
+    )
+    return jax.ffi.ffi_lowering(_library.BACKWARD_TARGET)(
+        ctx.replace(avals_in=full_avals), *full_values, **attrs
+    )
+
+
+def _backward_batching(args, dims, *, config, time_axis, input_dtype, has_grad_spikes,
+                       has_grad_v_seq, has_grad_v_final):
+    flags = dict(has_grad_spikes=has_grad_spikes, has_grad_v_seq=has_grad_v_seq,
+                 has_grad_v_final=has_grad_v_final)
+    g_spikes, g_v_seq, g_v_final, residual, v_init = _split_backward_operands(args, **flags)
+    d_spikes, d_v_seq, d_v_final, d_residual, d_v_init = _split_backward_operands(dims, **flags)
+    size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
+    # All [.., T, ..] operands share one layout: follow the residual's batch axis.
+    seq_dim = next((d for d in (d_residual, d_spikes, d_v_seq) if d is not None), 0)
+    residual = _batch_at(residual, d_residual, seq_dim, size)
+    new_time_axis, neuron_dim = _fold_batch_axis(time_axis, seq_dim)
+    operands = []
+    if has_grad_spikes:
+        operands.append(_batch_at(g_spikes, d_spikes, seq_dim, size))
+    if has_grad_v_seq:
+        operands.append(_batch_at(g_v_seq, d_v_seq, seq_dim, size))
+    if has_grad_v_final:
+        operands.append(_batch_at(g_v_final, d_v_final, neuron_dim, size))
+    operands += [residual, _batch_at(v_init, d_v_init, neuron_dim, size)]
+    outs = backward_p.bind(
+        *operands, config=config, time_axis=new_time_axis, input_dtype=input_dtype, **flags
+    )
+    return outs, [seq_dim, neuron_dim]
+
+
+# ---------------------------------------------------------------------------------------------
+# batching helpers
+
+
+def _fold_batch_axis(time_axis: int, batch_axis: int) -> tuple[int, int]:
+    """A batch axis inserted at `batch_axis` of a [.., T, ..] array: returns the new time axis
+    and where the batch axis sits in the matching neuron-shaped (time-less) array."""
+    if batch_axis <= time_axis:
+        return time_axis + 1, batch_axis
+    return time_axis, batch_axis - 1
+
+
+def _broadcast_at(x, size: int, axis: int):
+    x = jnp.expand_dims(x, axis)
+    shape = list(x.shape)
+    shape[axis] = size
+    return jnp.broadcast_to(x, shape)
+
+
+def _batch_at(x, dim, target: int, size: int):
+    """x with its batch axis at `target`: broadcast if unbatched, moved if elsewhere."""
+    if dim is None:
+        return _broadcast_at(x, size, target)
+    return x if dim == target else jnp.moveaxis(x, dim, target)
+
+
+# ---------------------------------------------------------------------------------------------
+# registration
+
+
+def _no_kernel_lowering(name):
+    def rule(ctx, *args, **params):
+        raise NotImplementedError(
+            f"jaxqif: no {name} kernel for the platform this computation is lowered for "
+            f"(kernels built: {', '.join(_library.available_platforms()) or 'none'}). "
+            "Use backend='jax' for the pure-JAX path on other platforms."
+        )
+
+    return rule
+
+
+@functools.cache
+def _jitted_bind(primitive, params_items):
+    return jax.jit(functools.partial(primitive.bind, **dict(params_items)))
+
+
+def _impl(primitive):
+    # Eager calls compile the primitive once per configuration, like any jitted function.
+    def impl(*args, **params):
+        return _jitted_bind(primitive, tuple(sorted(params.items())))(*args)
+
+    return impl
+
+
+for _primitive, _lowering, _batching in (
+    (forward_p, _forward_lowering, _forward_batching),
+    (backward_p, _backward_lowering, _backward_batching),
+):
+    _primitive.def_impl(_impl(_primitive))
+    batching.primitive_batchers[_primitive] = _batching
+    mlir.register_lowering(_primitive, _no_kernel_lowering(_primitive.name))
+    for _platform in _library.available_platforms():
+        mlir.register_lowering(_primitive, _lowering, platform=_platform)

@@ -1,0 +1,208 @@
+"""Argument checking, edge cases, and the basic transformations."""
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxqif
+from jaxqif import surrogate as sg
+from helpers import make_inputs
+
+
+X = jnp.ones((4, 3), jnp.float32)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(x_seq=jnp.ones((4, 3), jnp.int32)), TypeError, "x_seq must be float16"),
+        (dict(x_seq=np.ones((4, 3), np.complex64)), TypeError, "x_seq must be float16"),
+        (dict(x_seq=jnp.float32(1.0)), ValueError, "rank >= 1"),
+        (dict(x_seq=jnp.ones((0, 3))), ValueError, "at least one time step"),
+        (dict(v_init=jnp.ones((4,))), ValueError, "v_init must have x_seq's shape"),
+        (dict(v_init=jnp.ones((3,), jnp.int32)), TypeError, "v_init must be float16"),
+        (dict(time_axis=2), ValueError, "time_axis 2 is out of range"),
+        (dict(time_axis=-3), ValueError, "time_axis -3 is out of range"),
+        (dict(time_axis=1.0), TypeError, "time_axis must be an int"),
+        (dict(tau=1.0), ValueError, "tau must be > 1"),
+        (dict(tau=float("nan")), ValueError, "tau must be finite"),
+        (dict(v_c=float("inf")), ValueError, "v_c must be finite"),
+        (dict(a0=0.0), ValueError, "a0 must be > 0"),
+        (dict(v_threshold=-0.2), ValueError, "v_threshold must be > v_reset"),
+        (dict(v_rest=-0.2), ValueError, "v_rest must be >= v_reset"),
+        (dict(tau="2"), TypeError, "tau must be a real number"),
+        (dict(v_reset=True), TypeError, "v_reset must be a real number"),
+        (dict(surrogate=lambda x: x), TypeError, "surrogate must be a jaxqif.surrogate"),
+        (dict(backend="triton"), ValueError, "backend must be one of"),
+        (dict(store_v_seq=1), TypeError, "store_v_seq must be a bool"),
+        (dict(detach_reset="yes"), TypeError, "detach_reset must be a bool"),
+    ],
+)
+def test_bad_input_is_refused(kwargs, error, match):
+    kwargs = dict(kwargs)
+    x = kwargs.pop("x_seq", X)
+    with pytest.raises(error, match=match):
+        jaxqif.qif_multistep(x, **kwargs)
+
+
+@pytest.mark.parametrize("alpha", [0.0, -1.0, float("nan")])
+def test_bad_surrogate_alpha(alpha):
+    with pytest.raises(ValueError, match="alpha must be"):
+        sg.Sigmoid(alpha=alpha)
+
+
+def test_traced_parameter_is_refused():
+    with pytest.raises(TypeError, match="tau must be a static Python number"):
+        jax.jit(lambda tau: jaxqif.qif_multistep(X, tau=tau))(2.0)
+    with pytest.raises(TypeError, match="alpha must be a static Python number"):
+        jax.jit(lambda a: jaxqif.qif_multistep(X, surrogate=sg.ATan(alpha=a)))(2.0)
+
+
+def test_soft_reset_ignores_hard_reset_rules():
+    # v_threshold <= v_reset is only a rule for the hard reset; soft reset has no v_reset.
+    spikes, v_final, _ = jaxqif.qif_multistep(X * 3, v_reset=None, v_threshold=0.5, v_rest=-5.0)
+    assert spikes.shape == X.shape
+
+
+def test_ffi_backend_refuses_custom_surrogate():
+    class Linear(sg.Surrogate):
+        def derivative(self, x):
+            return jnp.full_like(x, self.alpha)
+
+    with pytest.raises(ValueError, match="no fused-kernel formula"):
+        jaxqif.qif_multistep(X, surrogate=Linear(alpha=1.0), backend="ffi")
+    # The pure-JAX path takes any surrogate, and uses its derivative.
+    grad = jax.grad(lambda x: jaxqif.qif_multistep(
+        x, surrogate=Linear(alpha=0.25), backend="jax")[0].sum())(X[:1])
+    np.testing.assert_allclose(grad, 0.25 / 2.0)
+
+
+def test_no_neurons_returns_empty_outputs_without_a_kernel():
+    x = jnp.ones((5, 0, 3), jnp.float32)
+    f = lambda x: jaxqif.qif_multistep(x, store_v_seq=True, backend="ffi")
+    spikes, v_final, v_seq = f(x)
+    assert spikes.shape == (5, 0, 3) and v_final.shape == (0, 3) and v_seq.shape == (5, 0, 3)
+    assert "qif_forward" not in str(jax.make_jaxpr(f)(x))
+
+
+def test_default_v_init():
+    x = jnp.full((1, 2), 0.0, jnp.float64)
+    # hard reset starts at v_reset: H = -0.1 + (0 + (-0.1)(-0.9)) / 2
+    _, v_hard, _ = jaxqif.qif_multistep(x, v_reset=-0.1)
+    np.testing.assert_allclose(v_hard, -0.1 + 0.09 / 2)
+    # soft reset starts at 0: H = 0 + (0 + 0) / 2
+    _, v_soft, _ = jaxqif.qif_multistep(x, v_reset=None)
+    np.testing.assert_allclose(v_soft, 0.0)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64])
+def test_output_dtypes(dtype):
+    x = jnp.ones((3, 2), dtype)
+    spikes, v_final, v_seq = jaxqif.qif_multistep(x, store_v_seq=True)
+    state = jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
+    assert spikes.dtype == dtype and v_final.dtype == state and v_seq.dtype == state
+
+
+def test_qif_step_matches_multistep():
+    x, v = make_inputs((6, 4), 0, jnp.float32)
+    spikes, v_final, v_seq = jaxqif.qif_multistep(x, v, store_v_seq=True)
+    for t in range(6):
+        spike, v = jaxqif.qif_step(x[t], v)
+        np.testing.assert_array_equal(spike, spikes[t])
+        np.testing.assert_allclose(v, v_seq[t], rtol=1e-6, atol=1e-6)
+
+
+def test_jit_grad_vmap_basics():
+    x, v = make_inputs((6, 5, 4), 0, jnp.float32)
+    f = lambda x, v: jaxqif.qif_multistep(x, v, store_v_seq=True)
+    eager = f(x, v)
+    jitted = jax.jit(f)(x, v)
+    for a, b in zip(eager, jitted):
+        np.testing.assert_array_equal(a, b)
+    # vmap over the middle axis of x (and v_init's first) equals a Python loop.
+    g = lambda x, v: jaxqif.qif_multistep(x, v)[0]
+    batched = jax.vmap(g, in_axes=(1, 0), out_axes=1)(x, v)
+    looped = jnp.stack([g(x[:, b], v[b]) for b in range(5)], axis=1)
+    np.testing.assert_array_equal(batched, looped)
+    # grad under vmap equals grad per member.
+    loss = lambda x, v: jaxqif.qif_multistep(x, v)[1].sum()
+    gx = jax.vmap(jax.grad(loss), in_axes=(1, 0), out_axes=1)(x, v)
+    gx_loop = jnp.stack([jax.grad(loss)(x[:, b], v[b]) for b in range(5)], axis=1)
+    np.testing.assert_allclose(gx, gx_loop, rtol=1e-6)
+
+
+def test_vmap_with_unbatched_v_init():
+    x, v = make_inputs((6, 3, 4), 0, jnp.float32)
+    v0 = v[0]
+    f = lambda x: jaxqif.qif_multistep(x, v0)
+    batched = jax.vmap(f, in_axes=1, out_axes=(1, 0, None))(x)
+    for b in range(3):
+        s, vf, _ = f(x[:, b])
+        np.testing.assert_array_equal(batched[0][:, b], s)
+        np.testing.assert_array_equal(batched[1][b], vf)
+
+
+def test_unused_outputs_are_not_read_by_the_backward():
+    """A loss on spikes alone passes symbolic zeros for v; the backward gets only grad_spikes."""
+    x, v = make_inputs((6, 4), 0, jnp.float32)
+    jaxpr = str(jax.make_jaxpr(jax.grad(
+        lambda x: jaxqif.qif_multistep(x, v, store_v_seq=True)[0].sum()))(x))
+    assert "has_grad_spikes=True" in jaxpr
+    assert "has_grad_v_seq=False" in jaxpr and "has_grad_v_final=False" in jaxpr
+
+
+def test_only_h_and_v_init_are_saved_for_the_backward():
+    x, v = make_inputs((6, 4), 0, jnp.float32)
+    _, vjp = jax.vjp(lambda x, v: jaxqif.qif_multistep(x, v)[0], x, v)
+    saved = [leaf for leaf in jax.tree_util.tree_leaves(vjp) if hasattr(leaf, "shape")]
+    shapes = sorted(tuple(s.shape) for s in saved)
+    assert shapes == [(4,), (6, 4)], shapes  # v_init and one state-dtype H per element
+
+
+def test_inference_writes_no_residual():
+    x, v = make_inputs((6, 4), 0, jnp.float32)
+    jaxpr = str(jax.make_jaxpr(lambda x: jaxqif.qif_multistep(x, v))(x))
+    assert "save_residual=False" in jaxpr
+
+
+def test_missing_kernel_for_platform_warns_and_uses_jax(monkeypatch):
+    from jaxqif import _library, api
+
+    monkeypatch.setattr(_library, "load", lambda platform: False)
+    monkeypatch.setattr(api, "_warned", set())
+    with pytest.warns(RuntimeWarning, match="no fused kernel was built for platform 'cpu'"):
+        spikes, _, _ = jaxqif.qif_multistep(X)
+    assert "qif_forward" not in str(jax.make_jaxpr(lambda x: jaxqif.qif_multistep(x)[0])(X))
+    with pytest.raises(RuntimeError, match="no kernel was built for platform 'cpu'"):
+        jaxqif.qif_multistep(X, backend="ffi")
+    # One warning, not one per call.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        jaxqif.qif_multistep(X)
+
+
+def test_surrogates_are_hashable_static_heavisides():
+    s = sg.ATan()
+    assert hash(s) == hash(sg.ATan(alpha=2.0)) and s != sg.ATan(alpha=3.0)
+    out = jax.jit(lambda x, s: s(x), static_argnums=1)(jnp.array([-0.5, 0.0, 0.5]), s)
+    np.testing.assert_array_equal(out, [0.0, 1.0, 1.0])
+    g = jax.grad(lambda x: s(x).sum())(jnp.array([0.3]))
+    np.testing.assert_allclose(g, s.derivative(jnp.array([0.3])))
+    defaults = {type(s): s.alpha for s in (cls() for cls in sg.ALL)}
+    assert defaults == {sg.Sigmoid: 4.0, sg.ATan: 2.0, sg.PiecewiseQuadratic: 1.0,
+                        sg.PiecewiseExp: 1.0, sg.SoftSign: 2.0, sg.SuperSpike: 1.0, sg.Erf: 2.0}
+
+
+def test_handler_errors_become_python_exceptions():
+    """Bypassing the Python checks, a malformed call is refused by the handler, not crashed."""
+    from jaxqif.primitives import forward_p
+    from jaxqif._config import NeuronConfig
+
+    x = jnp.ones((4, 3), jnp.float32)
+    bad_v = jnp.ones((5,), jnp.float32)  # 5 neurons instead of 3
+    with pytest.raises(Exception, match="v_init has 5 elements, expected 3"):
+        jax.block_until_ready(forward_p.bind(
+            x, bad_v, config=NeuronConfig(), time_axis=0, store_v_seq=False, save_residual=False))
