@@ -1,0 +1,42 @@
+"""Runs every CUDA kernel variant once on small, odd shapes: the workload for
+`compute-sanitizer` (memcheck, racecheck) in scripts/gpu_check.sh. Not a pytest module."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+
+import jaxqif
+from jaxqif import surrogate as sg
+
+jax.config.update("jax_enable_x64", True)
+
+DTYPES = (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
+# T = 11 is not a multiple of the kernel's chunk; N = 37 leaves a partial block.
+LAYOUTS = (((11, 37), 0), ((3, 11, 5), 1), ((37, 11), -1))
+
+
+def main():
+    runs = 0
+    for dtype, surrogate_cls, v_reset in itertools.product(DTYPES, sg.ALL, (-0.1, None)):
+        for store_v_seq, (shape, time_axis) in zip((False, True, False), LAYOUTS):
+            x = (jax.random.normal(jax.random.key(runs), shape, jnp.float32) + 0.6).astype(dtype)
+            params = dict(v_reset=v_reset, surrogate=surrogate_cls(), store_v_seq=store_v_seq,
+                          time_axis=time_axis, backend="ffi")
+
+            def loss(x):
+                spikes, v_final, v_seq = jaxqif.qif_multistep(x, **params)
+                total = jnp.sum(spikes.astype(jnp.float32)) + jnp.sum(v_final)
+                return total + (jnp.sum(v_seq) if store_v_seq else 0.0)
+
+            jax.block_until_ready(jax.jit(jax.grad(loss))(x))  # training forward + backward
+            jax.block_until_ready(jax.jit(lambda x: jaxqif.qif_multistep(x, **params))(x))
+            # a spikes-only loss: the backward without v cotangents
+            jax.block_until_ready(jax.jit(jax.grad(
+                lambda x: jnp.sum(jaxqif.qif_multistep(x, **params)[0].astype(jnp.float32))))(x))
+            runs += 1
+    print(f"gpu_sanitize: {runs} configurations ran")
+
+
+if __name__ == "__main__":
+    main()

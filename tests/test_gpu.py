@@ -1,0 +1,104 @@
+"""The CUDA kernels on a GPU: against the pure-JAX reference on the GPU, against the CPU FFI
+kernel, and past 2^31 elements. Skipped where there is no GPU or no CUDA library
+(see conftest.py); run on a GPU machine with `python -m pytest -m gpu tests`."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxqif
+from helpers import DTYPES, SURROGATES, TOLERANCES, assert_close, loss_and_grads, make_inputs
+
+pytestmark = pytest.mark.gpu
+
+LAYOUTS = [((21, 37, 3), 0), ((5, 21, 37), 1), ((37, 3, 21), -1)]  # T = 21: not a chunk multiple
+
+
+def _on(device, *arrays):
+    return [jax.device_put(a, device) for a in arrays]
+
+
+def _gpu():
+    return jax.devices("gpu")[0]
+
+
+def _cpu():
+    return jax.devices("cpu")[0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
+@pytest.mark.parametrize("store_v_seq", [False, True], ids=["", "store_v_seq"])
+@pytest.mark.parametrize("detach_reset", [False, True], ids=["", "detach"])
+@pytest.mark.parametrize("v_reset", [-0.1, None], ids=["hard", "soft"])
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=lambda s: type(s).__name__)
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda l: f"axis{l[1]}")
+def test_cuda_matches_reference_and_cpu_kernel(layout, surrogate, v_reset, detach_reset,
+                                               store_v_seq, dtype):
+    shape, time_axis = layout
+    x, v = make_inputs(shape, time_axis, dtype, seed=5)
+    weights = jax.random.normal(jax.random.key(6), shape, jnp.float64)
+    params = dict(surrogate=surrogate, v_reset=v_reset, detach_reset=detach_reset,
+                  store_v_seq=store_v_seq, time_axis=time_axis)
+    tol = TOLERANCES[jnp.dtype(dtype)]
+
+    (gx, gv), (spikes, vf, vs) = loss_and_grads("ffi", *_on(_gpu(), x, v, weights), **params)
+    assert next(iter(spikes.devices())).platform == "gpu"
+
+    # Same formulas, same operation order, no FMA contraction: bit-identical forward.
+    (gx_c, gv_c), (spikes_c, vf_c, vs_c) = loss_and_grads("ffi", *_on(_cpu(), x, v, weights),
+                                                          **params)
+    np.testing.assert_array_equal(np.asarray(spikes, np.float64), np.asarray(spikes_c, np.float64))
+    np.testing.assert_array_equal(vf, vf_c)
+    if store_v_seq:
+        np.testing.assert_array_equal(vs, vs_c)
+    # The surrogates' exp differs by an ulp or so between libm and CUDA.
+    assert_close(gx, gx_c, tol["grad"], "grad x_seq vs CPU kernel")
+    assert_close(gv, gv_c, tol["grad"], "grad v_init vs CPU kernel")
+
+    (gx_r, gv_r), (spikes_r, vf_r, vs_r) = loss_and_grads("jax", *_on(_gpu(), x, v, weights),
+                                                          **params)
+    np.testing.assert_array_equal(np.asarray(spikes, np.float64), np.asarray(spikes_r, np.float64))
+    assert_close(vf, vf_r, tol["v"], "v_final vs reference")
+    if store_v_seq:
+        assert_close(vs, vs_r, tol["v"], "v_seq vs reference")
+    assert_close(gx, gx_r, tol["grad"], "grad x_seq vs reference")
+    assert_close(gv, gv_r, tol["grad"], "grad v_init vs reference")
+
+
+def test_backend_none_uses_the_cuda_kernel():
+    x = jax.device_put(jnp.ones((4, 8), jnp.float32), _gpu())
+    hlo = jax.jit(lambda x: jaxqif.qif_multistep(x)[0]).lower(x).as_text()
+    assert "jaxqif_forward_v1" in hlo
+
+
+def test_more_than_2_31_elements():
+    """T x N > 2^31 in bfloat16: 64-bit indexing in forward and backward. The last neurons
+    (the ones a 32-bit index would get wrong) are checked against the reference."""
+    steps, neurons = 4, (1 << 29) + 3
+    assert steps * neurons > 2**31
+    key = jax.random.key(0)
+    with jax.default_device(_gpu()):
+        x = (jax.random.normal(key, (steps, neurons), jnp.float32) * 1.5 + 0.6).astype(jnp.bfloat16)
+        g = jnp.ones((steps, neurons), jnp.bfloat16)
+
+        def loss(x):
+            spikes, v_final, _ = jaxqif.qif_multistep(x, backend="ffi")
+            return jnp.sum(spikes.astype(jnp.float32) * g) + jnp.sum(v_final), (spikes, v_final)
+
+        grad_x, (spikes, v_final) = jax.jit(jax.grad(loss, has_aux=True))(x)
+        tail = slice(neurons - 4096, neurons)
+        x_tail = x[:, tail]
+
+        def loss_tail(x):
+            spikes, v_final, _ = jaxqif.qif_multistep(x, backend="jax")
+            return jnp.sum(spikes.astype(jnp.float32)) + jnp.sum(v_final), (spikes, v_final)
+
+        grad_ref, (spikes_ref, v_final_ref) = jax.jit(jax.grad(loss_tail, has_aux=True))(x_tail)
+        np.testing.assert_array_equal(np.asarray(spikes[:, tail], np.float32),
+                                      np.asarray(spikes_ref, np.float32))
+        assert_close(v_final[tail], v_final_ref, 1e-5, "v_final tail")
+        assert_close(grad_x[:, tail], grad_ref, 1e-2, "grad_x tail")
+        # and the first neurons, which any indexing gets right
+        assert_close(grad_x[:, :4096], jax.jit(jax.grad(lambda x: loss_tail(x)[0]))(x[:, :4096]),
+                     1e-2, "grad_x head")
