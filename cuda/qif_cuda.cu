@@ -4,6 +4,10 @@
 // consumes (x[t]; in the backward grad_spikes[t], grad_v_seq[t] and H[t-1]) do not depend on it,
 // so each thread keeps the next chunk of kChunk steps loading while it computes the current one.
 // Streams are touched exactly once, so loads and stores use the evict-first cache hints.
+//
+// The chunk length is a template parameter: with many neurons, many resident threads keep the
+// memory system busy and a short chunk saves registers; with few neurons (long sequences of a
+// small layer) each thread must keep more loads in flight itself.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -19,7 +23,6 @@ namespace jaxqif {
 namespace {
 
 constexpr int kThreadsPerBlock = 128;
-constexpr int kChunk = 8;  // steps in flight per thread
 
 __device__ __forceinline__ float to_state(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_state(__nv_bfloat16 v) { return __bfloat162float(v); }
@@ -46,7 +49,7 @@ __device__ __forceinline__ void store_stream(T* p, T v) { __stcs(p, v); }
 
 // Loads steps t0 + u * direction (u < kChunk) of a [outer, T, inner] stream for this neuron;
 // steps outside [0, T) are left alone.
-template <int kDirection, typename T>
+template <int kDirection, int kChunk, typename T>
 __device__ __forceinline__ void load_chunk(T (&buf)[kChunk], const T* base, int64_t t0,
                                            int64_t steps, int64_t inner) {
 #pragma unroll
@@ -56,7 +59,7 @@ __device__ __forceinline__ void load_chunk(T (&buf)[kChunk], const T* base, int6
   }
 }
 
-template <typename X, typename S, bool kHardReset>
+template <typename X, typename S, bool kHardReset, int kChunk>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     forward_kernel(const X* __restrict__ x, const S* __restrict__ v_init, X* __restrict__ spikes,
                    S* __restrict__ v_final, S* __restrict__ v_seq, S* __restrict__ residual,
@@ -93,7 +96,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   v_final[n] = v;
 }
 
-template <SurrogateKind kKind, bool kHardReset, typename X, typename S>
+template <SurrogateKind kKind, bool kHardReset, typename X, typename S, int kChunk>
 __global__ void __launch_bounds__(kThreadsPerBlock)
     backward_kernel(const X* __restrict__ grad_spikes, const S* __restrict__ grad_v_seq,
                     const S* __restrict__ grad_v_final, const S* __restrict__ residual,
@@ -175,6 +178,21 @@ unsigned int blocks_for(int64_t neurons) {
   return static_cast<unsigned int>((neurons + kThreadsPerBlock - 1) / kThreadsPerBlock);
 }
 
+// True when the launch cannot fill the GPU with threads (fewer than 1024 per multiprocessor),
+// so each thread should keep a longer chunk of loads in flight.
+bool few_neurons(int64_t neurons) {
+  static int multiprocessors = [] {
+    int device = 0, count = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+      cudaGetLastError();  // leave no sticky error for the launch check
+      return 132;
+    }
+    return count;
+  }();
+  return neurons < int64_t{multiprocessors} * 1024;
+}
+
 ffi::Error ForwardImpl(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v_init,
                        ffi::Result<ffi::AnyBuffer> spikes, ffi::Result<ffi::AnyBuffer> v_final,
                        ffi::Result<ffi::AnyBuffer> v_seq, ffi::Result<ffi::AnyBuffer> residual,
@@ -193,7 +211,9 @@ ffi::Error ForwardImpl(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v_i
     using S = decltype(s_tag);
     const auto p = QifParams<S>::from_double(tau, v_c, a0, v_threshold, v_rest, v_reset, 1.0,
                                              hard_reset, false);
-    auto kernel = hard_reset ? forward_kernel<X, S, true> : forward_kernel<X, S, false>;
+    auto kernel = few_neurons(l.neurons())
+                      ? (hard_reset ? forward_kernel<X, S, true, 32> : forward_kernel<X, S, false, 32>)
+                      : (hard_reset ? forward_kernel<X, S, true, 8> : forward_kernel<X, S, false, 8>);
     kernel<<<blocks_for(l.neurons()), kThreadsPerBlock, 0, stream>>>(
         data_or_null<X>(x), data_or_null<S>(v_init), data_or_null<X>(*spikes),
         data_or_null<S>(*v_final), data_or_null<S>(*v_seq), data_or_null<S>(*residual), l.steps,
@@ -221,9 +241,11 @@ ffi::Error BackwardImpl(cudaStream_t stream, ffi::AnyBuffer grad_spikes, ffi::An
     using S = decltype(s_tag);
     const auto p = QifParams<S>::from_double(tau, v_c, a0, v_threshold, v_rest, v_reset, alpha,
                                              hard_reset, detach_reset);
+    const bool few = few_neurons(l.neurons());
     dispatch_surrogate_reset(surrogate, hard_reset, [&]<SurrogateKind kKind, bool kHardReset>() {
-      backward_kernel<kKind, kHardReset, X, S><<<blocks_for(l.neurons()), kThreadsPerBlock, 0,
-                                                 stream>>>(
+      auto kernel = few ? backward_kernel<kKind, kHardReset, X, S, 16>
+                        : backward_kernel<kKind, kHardReset, X, S, 8>;
+      kernel<<<blocks_for(l.neurons()), kThreadsPerBlock, 0, stream>>>(
           data_or_null<X>(grad_spikes), data_or_null<S>(grad_v_seq),
           data_or_null<S>(grad_v_final), data_or_null<S>(residual), data_or_null<S>(v_init),
           data_or_null<X>(*grad_x), data_or_null<S>(*grad_v_init), l.steps, l.inner,
