@@ -25,6 +25,13 @@ if has build; then
   python3 -c "import jax, jaxqif._library as l; print(jax.__version__, jax.devices(), l.available_platforms())"
 fi
 
+# SpikingJelly 2.0, for the cross-check test and the benchmark's baseline: copy its wheels
+# (and loguru, scienceplots) into _carry/wheels, which the device call must carry.
+if ls _carry/wheels/spikingjelly-*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/sj _carry/wheels/*.whl \
+    && export PYTHONPATH=/tmp/sj${PYTHONPATH:+:$PYTHONPATH}
+fi
+
 if has test; then
   step "GPU tests"
   python3 -m pytest -q -m gpu -n 8 -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.log" | tail -15

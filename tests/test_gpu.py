@@ -82,11 +82,11 @@ def test_more_than_2_31_elements():
         x = (jax.random.normal(key, (steps, neurons), jnp.float32) * 1.5 + 0.6).astype(jnp.bfloat16)
         g = jnp.ones((steps, neurons), jnp.bfloat16)
 
-        def loss(x):
+        def loss(x, g):
             spikes, v_final, _ = jaxqif.qif_multistep(x, backend="ffi")
             return jnp.sum(spikes.astype(jnp.float32) * g) + jnp.sum(v_final), (spikes, v_final)
 
-        grad_x, (spikes, v_final) = jax.jit(jax.grad(loss, has_aux=True))(x)
+        grad_x, (spikes, v_final) = jax.jit(jax.grad(loss, has_aux=True))(x, g)
         tail = slice(neurons - 4096, neurons)
         x_tail = x[:, tail]
 
