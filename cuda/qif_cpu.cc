@@ -113,25 +113,7 @@ void backward_rows(const X* grad_spikes, const S* grad_v_seq, const S* grad_v_fi
   }
 }
 
-template <typename T>
-T* data_or_null(ffi::AnyBuffer& buffer) {
-  return buffer.element_count() ? reinterpret_cast<T*>(buffer.untyped_data()) : nullptr;
-}
-template <typename T>
-const T* data_or_null(const ffi::AnyBuffer& buffer) {
-  return buffer.element_count() ? reinterpret_cast<const T*>(buffer.untyped_data()) : nullptr;
-}
 
-// Calls fn(X{}, S{}) with the input and state types of `dtype`.
-template <typename Fn>
-void dispatch_dtype(ffi::DataType dtype, Fn&& fn) {
-  switch (dtype) {
-    case ffi::DataType::F16: return fn(Half{}, float{});
-    case ffi::DataType::BF16: return fn(BFloat16{}, float{});
-    case ffi::DataType::F32: return fn(float{}, float{});
-    default: return fn(double{}, double{});
-  }
-}
 
 ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer v_init, ffi::Result<ffi::AnyBuffer> spikes,
                        ffi::Result<ffi::AnyBuffer> v_final, ffi::Result<ffi::AnyBuffer> v_seq,
@@ -142,7 +124,7 @@ ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer v_init, ffi::Result<ffi:
   JAXQIF_RETURN_IF_ERROR(
       check_forward(x, v_init, *spikes, *v_final, *v_seq, *residual, time_axis, &call));
   if (call.layout.elements() == 0) return ffi::Error::Success();
-  dispatch_dtype(call.input_dtype, [&](auto x_tag, auto s_tag) {
+  dispatch_dtype<Half, BFloat16>(call.input_dtype, [&](auto x_tag, auto s_tag) {
     using X = decltype(x_tag);
     using S = decltype(s_tag);
     const auto p = QifParams<S>::from_double(tau, v_c, a0, v_threshold, v_rest, v_reset, 1.0,
@@ -165,7 +147,7 @@ ffi::Error BackwardImpl(ffi::AnyBuffer grad_spikes, ffi::AnyBuffer grad_v_seq,
   JAXQIF_RETURN_IF_ERROR(check_backward(grad_spikes, grad_v_seq, grad_v_final, residual, v_init,
                                         *grad_x, *grad_v_init, time_axis, surrogate, &call));
   if (call.layout.neurons() == 0) return ffi::Error::Success();
-  dispatch_dtype(call.input_dtype, [&](auto x_tag, auto s_tag) {
+  dispatch_dtype<Half, BFloat16>(call.input_dtype, [&](auto x_tag, auto s_tag) {
     using X = decltype(x_tag);
     using S = decltype(s_tag);
     const auto p = QifParams<S>::from_double(tau, v_c, a0, v_threshold, v_rest, v_reset, alpha,

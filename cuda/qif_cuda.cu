@@ -148,24 +148,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock)
   grad_v_init[n] = carry;
 }
 
-template <typename T>
-T* data_or_null(ffi::AnyBuffer& buffer) {
-  return buffer.element_count() ? reinterpret_cast<T*>(buffer.untyped_data()) : nullptr;
-}
-template <typename T>
-const T* data_or_null(const ffi::AnyBuffer& buffer) {
-  return buffer.element_count() ? reinterpret_cast<const T*>(buffer.untyped_data()) : nullptr;
-}
 
-template <typename Fn>
-void dispatch_dtype(ffi::DataType dtype, Fn&& fn) {
-  switch (dtype) {
-    case ffi::DataType::F16: return fn(__half{}, float{});
-    case ffi::DataType::BF16: return fn(__nv_bfloat16{}, float{});
-    case ffi::DataType::F32: return fn(float{}, float{});
-    default: return fn(double{}, double{});
-  }
-}
 
 ffi::Error launch_status(const char* what) {
   const cudaError_t status = cudaGetLastError();
@@ -206,7 +189,7 @@ ffi::Error ForwardImpl(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v_i
   if (l.neurons() > int64_t{kThreadsPerBlock} * 0x7fffffff) {
     return ffi::Error::InvalidArgument("jaxqif: too many neurons for one launch");
   }
-  dispatch_dtype(call.input_dtype, [&](auto x_tag, auto s_tag) {
+  dispatch_dtype<__half, __nv_bfloat16>(call.input_dtype, [&](auto x_tag, auto s_tag) {
     using X = decltype(x_tag);
     using S = decltype(s_tag);
     const auto p = QifParams<S>::from_double(tau, v_c, a0, v_threshold, v_rest, v_reset, 1.0,
@@ -236,7 +219,7 @@ ffi::Error BackwardImpl(cudaStream_t stream, ffi::AnyBuffer grad_spikes, ffi::An
   if (l.neurons() > int64_t{kThreadsPerBlock} * 0x7fffffff) {
     return ffi::Error::InvalidArgument("jaxqif: too many neurons for one launch");
   }
-  dispatch_dtype(call.input_dtype, [&](auto x_tag, auto s_tag) {
+  dispatch_dtype<__half, __nv_bfloat16>(call.input_dtype, [&](auto x_tag, auto s_tag) {
     using X = decltype(x_tag);
     using S = decltype(s_tag);
     const auto p = QifParams<S>::from_double(tau, v_c, a0, v_threshold, v_rest, v_reset, alpha,

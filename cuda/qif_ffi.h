@@ -66,6 +66,28 @@ inline ffi::Error check_buffer(const char* name, const ffi::AnyBuffer& buffer, f
   return ffi::Error::Success();
 }
 
+// A buffer's data, or nullptr for an absent (zero-element) one.
+template <typename T>
+T* data_or_null(ffi::AnyBuffer& buffer) {
+  return buffer.element_count() ? reinterpret_cast<T*>(buffer.untyped_data()) : nullptr;
+}
+template <typename T>
+const T* data_or_null(const ffi::AnyBuffer& buffer) {
+  return buffer.element_count() ? reinterpret_cast<const T*>(buffer.untyped_data()) : nullptr;
+}
+
+// Calls fn(X{}, S{}) with the input type X and state type S of `dtype` (already checked to be
+// one of the four). Half and BFloat16 are the platform's 16-bit types.
+template <typename Half, typename BFloat16, typename Fn>
+void dispatch_dtype(ffi::DataType dtype, Fn&& fn) {
+  switch (dtype) {
+    case ffi::DataType::F16: return fn(Half{}, float{});
+    case ffi::DataType::BF16: return fn(BFloat16{}, float{});
+    case ffi::DataType::F32: return fn(float{}, float{});
+    default: return fn(double{}, double{});
+  }
+}
+
 #define JAXQIF_RETURN_IF_ERROR(expr)      \
   do {                                    \
     ffi::Error _status = (expr);          \
