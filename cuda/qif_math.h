@@ -55,7 +55,8 @@ QIF_HD float qif_abs(float x) { return fabsf(x); }
 QIF_HD double qif_abs(double x) { return fabs(x); }
 
 // charge: H[t] = V[t-1] + (X[t] + a0 (V[t-1] - v_rest)(V[t-1] - v_c)) / tau.
-// The operation order matches jaxqif/reference.py, which keeps spikes bit-identical.
+// The operation order matches jaxqif/reference.py; built without FMA contraction, the CPU and
+// CUDA handlers agree bit for bit.
 template <typename S>
 QIF_HD S qif_charge(S v_prev, S x, const QifParams<S>& p) {
   return v_prev + (x + p.a0 * (v_prev - p.v_rest) * (v_prev - p.v_c)) * p.inv_tau;

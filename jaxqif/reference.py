@@ -17,7 +17,8 @@ from jaxqif._config import NeuronConfig, state_dtype
 def step(config: NeuronConfig, x: jax.Array, v: jax.Array):
     """One QIF step in the state dtype. Returns (spike, v_next), spike in the state dtype."""
     k = config.constants(v.dtype)
-    # Same operation order as cuda/qif_math.h (qif_charge), so spikes agree bit for bit.
+    # Same operation order as cuda/qif_math.h (qif_charge), so results differ at most by the
+    # roundings XLA's FMA contraction changes.
     h = v + (x + k["a0"] * (v - k["v_rest"]) * (v - k["v_c"])) * k["inv_tau"]
     spike = config.surrogate(h - k["v_threshold"])
     spike_in_reset = lax.stop_gradient(spike) if config.detach_reset else spike
