@@ -12,14 +12,15 @@ from jaxqif import surrogate as sg
 jax.config.update("jax_enable_x64", True)
 
 DTYPES = (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
-# T = 11 is not a multiple of the kernel's chunk; N = 37 leaves a partial block.
-LAYOUTS = (((11, 37), 0), ((3, 11, 5), 1), ((37, 11), -1))
+# T = 11 is not a multiple of the kernel's chunk; N = 37 leaves a partial block. The last two
+# have enough neurons for the one-neuron-per-thread and the 16-byte-group launch configurations.
+LAYOUTS = (((11, 37), 0), ((3, 11, 5), 1), ((37, 11), -1), ((5, 150001), 0), ((5, 1 << 20), 0))
 
 
 def main():
     runs = 0
     for dtype, surrogate_cls, v_reset in itertools.product(DTYPES, sg.ALL, (-0.1, None)):
-        for store_v_seq, (shape, time_axis) in zip((False, True, False), LAYOUTS):
+        for store_v_seq, (shape, time_axis) in zip((False, True, False, True, False), LAYOUTS):
             x = (jax.random.normal(jax.random.key(runs), shape, jnp.float32) + 0.6).astype(dtype)
             params = dict(v_reset=v_reset, surrogate=surrogate_cls(), store_v_seq=store_v_seq,
                           time_axis=time_axis, backend="ffi")

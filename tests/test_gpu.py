@@ -102,3 +102,42 @@ def test_more_than_2_31_elements():
         # and the first neurons, which any indexing gets right
         assert_close(grad_x[:, :4096], jax.jit(jax.grad(lambda x: loss_tail(x)[0]))(x[:, :4096]),
                      1e-2, "grad_x head")
+
+
+# Enough neurons for each launch configuration of the CUDA handlers: 16-byte groups of neurons
+# per thread (inner a multiple of 8), one neuron per thread (odd inner), and both with T not a
+# multiple of any chunk.
+LARGE_LAYOUTS = [((6, 1 << 20), 0), ((6, 1 << 18, 5), 0), ((3, 6, 1 << 19), 1)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
+@pytest.mark.parametrize("v_reset", [-0.1, None], ids=["hard", "soft"])
+@pytest.mark.parametrize("layout", LARGE_LAYOUTS, ids=lambda l: f"{l[0]}")
+def test_every_launch_configuration_matches_cpu_kernel(layout, v_reset, dtype):
+    shape, time_axis = layout
+    x, v = make_inputs(shape, time_axis, dtype, seed=12)
+    weights = jax.random.normal(jax.random.key(13), shape, jnp.float64)
+    params = dict(surrogate=jaxqif.surrogate.Erf(), v_reset=v_reset, store_v_seq=True,
+                  time_axis=time_axis)
+    (gx, gv), (spikes, vf, vs) = loss_and_grads("ffi", *_on(_gpu(), x, v, weights), **params)
+    (gx_c, gv_c), (spikes_c, vf_c, vs_c) = loss_and_grads("ffi", *_on(_cpu(), x, v, weights),
+                                                          **params)
+    np.testing.assert_array_equal(np.asarray(spikes, np.float64), np.asarray(spikes_c, np.float64))
+    np.testing.assert_array_equal(vf, vf_c)
+    np.testing.assert_array_equal(vs, vs_c)
+    tol = TOLERANCES[jnp.dtype(dtype)]["grad"]
+    assert_close(gx, gx_c, tol, "grad x_seq")
+    assert_close(gv, gv_c, tol, "grad v_init")
+
+
+@pytest.mark.parametrize("layout", [((9, 40), 0), ((6, 1 << 20), 0)], ids=["narrow", "wide"])
+def test_backward_without_spike_cotangent(layout):
+    """A loss on v_final alone: the backward runs with no grad_spikes and no grad_v_seq."""
+    shape, time_axis = layout
+    x, v = make_inputs(shape, time_axis, jnp.float32, seed=14)
+    loss = lambda x, v, backend: jnp.sum(jnp.sin(jaxqif.qif_multistep(x, v, backend=backend)[1]))
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)
+    gx, gv = grad(*_on(_gpu(), x, v), "ffi")
+    gx_r, gv_r = grad(*_on(_gpu(), x, v), "jax")
+    assert_close(gx, gx_r, 1e-5, "grad x_seq")
+    assert_close(gv, gv_r, 1e-5, "grad v_init")
