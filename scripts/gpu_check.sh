@@ -2,7 +2,8 @@
 # On a CUDA machine: build jaxqif with its CUDA library, run the GPU tests, compute-sanitizer
 # (memcheck and racecheck) on every kernel variant, and a quick benchmark, in one go.
 #   bash scripts/gpu_check.sh [build] [test] [sanitize] [bench] [bench-full]   (default: the first four)
-# Logs and results go to $OUT (default ./gpu-results).
+# Logs and results go to $OUT (default ./gpu-results): at most 7 files, as few come back from a
+# leased machine.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-results}
@@ -18,8 +19,8 @@ step() { echo; echo "=== $* ($(date -u +%H:%M:%S))"; }
 
 if has build; then
   step build
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
-  JAXQIF_CUDA=ON python3 -m pip install --no-build-isolation --no-deps -v -e . >"$OUT/build.log" 2>&1 \
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/build.log"
+  JAXQIF_CUDA=ON python3 -m pip install --no-build-isolation --no-deps -v -e . >>"$OUT/build.log" 2>&1 \
     || { tail -40 "$OUT/build.log"; exit 1; }
   grep -E "registers|spill" "$OUT/build.log" | sort | uniq -c | sort -rn | head -5
   python3 -c "import jax, jaxqif._library as l; print(jax.__version__, jax.devices(), l.available_platforms())"
@@ -46,6 +47,7 @@ if has sanitize; then
       python3 tests/gpu_sanitize.py >"$OUT/sanitize_$tool.log" 2>&1
     rc=$?
     tail -4 "$OUT/sanitize_$tool.log"
+    cat "$OUT/sanitize_$tool.log" >>"$OUT/sanitize.log" && rm "$OUT/sanitize_$tool.log"
     echo "compute-sanitizer $tool exit code: $rc"
     [ "$rc" -eq 0 ] || status=1
   done
