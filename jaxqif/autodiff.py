@@ -14,6 +14,7 @@ import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
 from jaxqif._config import NeuronConfig
+from jaxqif._partitioning import bind
 from jaxqif.primitives import backward_p, forward_p
 
 
@@ -29,11 +30,11 @@ def fused_multistep(config: NeuronConfig, time_axis: int, store_v_seq: bool):
 
     @jax.custom_vjp
     def multistep(x_seq, v_init):
-        return _outputs(forward_p.bind(x_seq, v_init, save_residual=False, **params), store_v_seq)
+        return _outputs(bind(forward_p, x_seq, v_init, save_residual=False, **params), store_v_seq)
 
     def multistep_fwd(x_seq, v_init):
         x_seq, v_init = x_seq.value, v_init.value
-        *outs, residual = forward_p.bind(x_seq, v_init, save_residual=True, **params)
+        *outs, residual = bind(forward_p, x_seq, v_init, save_residual=True, **params)
         return _outputs(outs, store_v_seq), (residual, v_init)
 
     def multistep_bwd(saved, cotangents):
@@ -44,12 +45,24 @@ def fused_multistep(config: NeuronConfig, time_axis: int, store_v_seq: bool):
         given = [g for g in (g_spikes, g_v_seq, g_v_final) if present(g)]
         if not given:
             return jax.numpy.zeros(residual.shape, input_dtype), jax.numpy.zeros_like(v_init)
-        grad_x, grad_v_init = backward_p.bind(
-            *given, residual, v_init, config=config, time_axis=time_axis,
+        grad_x, grad_v_init = bind(
+            backward_p, *given, residual, v_init, config=config, time_axis=time_axis,
             input_dtype=input_dtype, has_grad_spikes=present(g_spikes),
             has_grad_v_seq=present(g_v_seq), has_grad_v_final=present(g_v_final),
         )
         return grad_x, grad_v_init
 
     multistep.defvjp(multistep_fwd, multistep_bwd, symbolic_zeros=True)
-    return multistep
+    return lambda x_seq, v_init: multistep(*_vary_alike(x_seq, v_init))
+
+
+def _vary_alike(x_seq, v_init):
+    """Inside shard_map, x_seq and v_init may vary over different mesh axes (v_init=None makes
+    one that is the same on every device), while the outputs vary over both. Each is cast the
+    way a binary op would cast it, by adding a zero that varies like the other (XLA drops the
+    addition), so that autodiff sums a shared v_init's gradient over the devices using it."""
+    if not jax.sharding.get_abstract_mesh().manual_axes:
+        return x_seq, v_init
+    x_seq = x_seq + jax.lax.full_like(v_init, 0, x_seq.dtype, x_seq.shape)
+    v_init = v_init + jax.lax.full_like(x_seq, 0, v_init.dtype, v_init.shape)
+    return x_seq, v_init

@@ -1,8 +1,10 @@
 """The QIF forward and backward as JAX primitives: abstract evaluation, lowering to the FFI
-handlers, and batching rules. `jaxqif/autodiff.py` ties them together with a custom VJP.
+handlers, and batching rules. `jaxqif/autodiff.py` ties them together with a custom VJP, and
+binds them through `_partitioning.bind` so that they shard over the neuron axes under `jit`.
 
 Every array is handed to the kernels as it lies in memory; the kernels read it as
-[outer, T, inner] around `time_axis`. A vmapped axis just becomes part of outer or inner.
+[outer, T, inner] around `time_axis`. A vmapped axis just becomes part of outer or inner: no
+transpose, no copy of x.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxqif import _library
+from jaxqif import _library, _partitioning
 from jaxqif._config import NeuronConfig, state_dtype
 
 ShapedArray = jax.core.ShapedArray
@@ -29,8 +32,8 @@ forward_p.multiple_results = True
 
 def _forward_abstract_eval(x, v_init, *, config, time_axis, store_v_seq, save_residual):
     st = state_dtype(x.dtype)
-    outs = [ShapedArray(x.shape, x.dtype), ShapedArray(v_init.shape, st)]
-    outs += [ShapedArray(x.shape, st)] * (int(store_v_seq) + int(save_residual))
+    outs = [x, _neuron_aval(x, time_axis, st)]
+    outs += [x.update(dtype=st)] * (int(store_v_seq) + int(save_residual))
     return outs
 
 
@@ -71,8 +74,8 @@ def _forward_batching(args, dims, *, config, time_axis, store_v_seq, save_residu
         x, x_dim = _broadcast_at(x, size, 0), 0
     time_axis, v_target = _fold_batch_axis(time_axis, x_dim)
     v_init = _batch_at(v_init, v_dim, v_target, size)
-    outs = forward_p.bind(
-        x, v_init, config=config, time_axis=time_axis, store_v_seq=store_v_seq,
+    outs = _partitioning.bind(
+        forward_p, x, v_init, config=config, time_axis=time_axis, store_v_seq=store_v_seq,
         save_residual=save_residual,
     )
     return outs, [x_dim, v_target] + [x_dim] * (len(outs) - 2)
@@ -99,7 +102,7 @@ def _split_backward_operands(operands, has_grad_spikes, has_grad_v_seq, has_grad
 def _backward_abstract_eval(*operands, config, time_axis, input_dtype, has_grad_spikes,
                             has_grad_v_seq, has_grad_v_final):
     *_, residual, v_init = operands
-    return [ShapedArray(residual.shape, input_dtype), ShapedArray(v_init.shape, v_init.dtype)]
+    return [residual.update(dtype=input_dtype), _neuron_aval(residual, time_axis, v_init.dtype)]
 
 
 backward_p.def_abstract_eval(_backward_abstract_eval)
@@ -150,10 +153,24 @@ def _backward_batching(args, dims, *, config, time_axis, input_dtype, has_grad_s
     if has_grad_v_final:
         operands.append(_batch_at(g_v_final, d_v_final, neuron_dim, size))
     operands += [residual, _batch_at(v_init, d_v_init, neuron_dim, size)]
-    outs = backward_p.bind(
-        *operands, config=config, time_axis=new_time_axis, input_dtype=input_dtype, **flags
+    outs = _partitioning.bind(
+        backward_p, *operands, config=config, time_axis=new_time_axis, input_dtype=input_dtype, **flags
     )
     return outs, [seq_dim, neuron_dim]
+
+
+# ---------------------------------------------------------------------------------------------
+# output types
+
+
+def _neuron_aval(seq, time_axis: int, dtype):
+    """The type of a neuron-shaped output: `seq`'s without the time axis. Every output follows
+    the sequence operand's type: its sharding, and (kept by `update`) shard_map's varying axes."""
+    spec = tuple(seq.sharding.spec) + (None,) * (seq.ndim - len(seq.sharding.spec))
+    neuron_spec = PartitionSpec(*spec[:time_axis], *spec[time_axis + 1 :])
+    sharding = NamedSharding(seq.sharding.mesh, neuron_spec)
+    return seq.update(shape=seq.shape[:time_axis] + seq.shape[time_axis + 1 :], dtype=dtype,
+                      sharding=sharding)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,11 +216,12 @@ def _no_kernel_lowering(name):
 
 @functools.cache
 def _jitted_bind(primitive, params_items):
-    return jax.jit(functools.partial(primitive.bind, **dict(params_items)))
+    return jax.jit(functools.partial(_partitioning.bind, primitive, **dict(params_items)))
 
 
 def _impl(primitive):
-    # Eager calls compile the primitive once per configuration, like any jitted function.
+    # Eager calls compile the primitive once per configuration, like any jitted function, and
+    # partitioned, so that eager calls on sharded arrays stay sharded too.
     def impl(*args, **params):
         return _jitted_bind(primitive, tuple(sorted(params.items())))(*args)
 
