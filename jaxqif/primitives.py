@@ -32,8 +32,8 @@ forward_p.multiple_results = True
 
 def _forward_abstract_eval(x, v_init, *, config, time_axis, store_v_seq, save_residual):
     st = state_dtype(x.dtype)
-    outs = [x, _neuron_aval(x, time_axis, st)]
-    outs += [x.update(dtype=st)] * (int(store_v_seq) + int(save_residual))
+    outs = [_seq_aval(x, x.dtype), _neuron_aval(x, time_axis, st)]
+    outs += [_seq_aval(x, st)] * (int(store_v_seq) + int(save_residual))
     return outs
 
 
@@ -102,7 +102,7 @@ def _split_backward_operands(operands, has_grad_spikes, has_grad_v_seq, has_grad
 def _backward_abstract_eval(*operands, config, time_axis, input_dtype, has_grad_spikes,
                             has_grad_v_seq, has_grad_v_final):
     *_, residual, v_init = operands
-    return [residual.update(dtype=input_dtype), _neuron_aval(residual, time_axis, v_init.dtype)]
+    return [_seq_aval(residual, input_dtype), _neuron_aval(residual, time_axis, v_init.dtype)]
 
 
 backward_p.def_abstract_eval(_backward_abstract_eval)
@@ -154,23 +154,28 @@ def _backward_batching(args, dims, *, config, time_axis, input_dtype, has_grad_s
         operands.append(_batch_at(g_v_final, d_v_final, neuron_dim, size))
     operands += [residual, _batch_at(v_init, d_v_init, neuron_dim, size)]
     outs = _partitioning.bind(
-        backward_p, *operands, config=config, time_axis=new_time_axis, input_dtype=input_dtype, **flags
+        backward_p, *operands, config=config, time_axis=new_time_axis, input_dtype=input_dtype,
+        **flags,
     )
     return outs, [seq_dim, neuron_dim]
 
 
 # ---------------------------------------------------------------------------------------------
-# output types
+# output types: those of the sequence operand (x, or the backward's residual), with its sharding
+# and shard_map's varying axes, which `update` keeps
+
+
+def _seq_aval(seq, dtype):
+    return seq.update(dtype=dtype, weak_type=False)
 
 
 def _neuron_aval(seq, time_axis: int, dtype):
-    """The type of a neuron-shaped output: `seq`'s without the time axis. Every output follows
-    the sequence operand's type: its sharding, and (kept by `update`) shard_map's varying axes."""
+    """`seq`'s type without the time axis."""
     spec = tuple(seq.sharding.spec) + (None,) * (seq.ndim - len(seq.sharding.spec))
     neuron_spec = PartitionSpec(*spec[:time_axis], *spec[time_axis + 1 :])
     sharding = NamedSharding(seq.sharding.mesh, neuron_spec)
     return seq.update(shape=seq.shape[:time_axis] + seq.shape[time_axis + 1 :], dtype=dtype,
-                      sharding=sharding)
+                      weak_type=False, sharding=sharding)
 
 
 # ---------------------------------------------------------------------------------------------
