@@ -1,0 +1,172 @@
+"""Flax Linen layers of QIF neurons.
+
+- `QIF` runs a whole sequence through the fused multi-step kernel (`jaxqif.qif_multistep`).
+  Use it wherever the input of every step is known up front: after a `Dense` or `Conv` applied
+  to the whole sequence, which is the common case in feed-forward spiking networks.
+- `QIFCell` is one step (`jaxqif.qif_step`) for `nn.RNN`, or for your own recurrent cell, when a
+  step's input depends on earlier outputs (recurrent weights). On the same input,
+  `nn.RNN(QIFCell(...))` gives the spikes of `QIF`, one step at a time (bit for bit, but for
+  the pure-JAX path's rounding caveat in the README).
+
+Both are parameter-free and elementwise: every input element is one neuron. Their neuron
+settings are `jaxqif.qif_multistep`'s keyword arguments and are checked by the functional API
+when the layer is called (a bad value fails at the first call, not at construction).
+
+Example::
+
+    import flax.linen as nn
+    from jaxqif.linen import QIF
+
+    class SpikingMLP(nn.Module):
+        @nn.compact
+        def __call__(self, x_seq):                      # [time, batch, features]
+            spikes = QIF()(nn.Dense(128)(x_seq))
+            return nn.Dense(10)(spikes).mean(axis=0)   # mean readout over time
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxqif._checks import static_bool
+from jaxqif._config import NeuronConfig
+from jaxqif.api import qif_multistep, qif_step
+from jaxqif.surrogate import Sigmoid, Surrogate
+
+__all__ = ["QIF", "QIFCell"]
+
+# The fields shared by every QIF layer and cell, passed on as they are to the functional API.
+_NEURON_PARAMS = (
+    "tau", "v_c", "a0", "v_threshold", "v_rest", "v_reset", "surrogate", "detach_reset"
+)
+
+
+class QIF(nn.Module):
+    """QIF neurons run over a whole sequence by the fused multi-step kernel.
+
+    `__call__(x_seq, v_init=None, *, return_state=False)` returns the spikes (x_seq's dtype and
+    shape). Every run starts from `v_init` (None: v_reset, 0 for the soft reset); to carry the
+    membrane potential across calls (streaming, truncated BPTT), pass `return_state=True` to get
+    `(spikes, v_final)` and feed `v_final` back as the next call's `v_init`.
+
+    With `store_v_seq=True` the potential after every step's reset is sown as
+    `intermediates/v_seq` (read it with `apply(..., mutable=["intermediates"])`).
+
+    Attributes:
+      tau, v_c, a0, v_threshold, v_rest, v_reset: neuron parameters (`v_reset=None`: soft
+        reset), as in `jaxqif.qif_multistep`.
+      surrogate: a `jaxqif.surrogate` instance, the spike's gradient.
+      detach_reset: drop the spike's gradient in the reset.
+      time_axis: the time axis of x_seq (default 0: time-major).
+      store_v_seq: sow the membrane-potential trajectory into `intermediates`.
+      backend: None (the platform's fused kernel), "ffi" or "jax", as in `qif_multistep`.
+    """
+
+    tau: float = 2.0
+    v_c: float = 0.8
+    a0: float = 1.0
+    v_threshold: float = 1.0
+    v_rest: float = 0.0
+    v_reset: float | None = -0.1
+    surrogate: Surrogate = Sigmoid(alpha=4.0)
+    detach_reset: bool = False
+    time_axis: int = 0
+    store_v_seq: bool = False
+    backend: str | None = None
+
+    def __call__(self, x_seq, v_init=None, *, return_state: bool = False):
+        """Runs the neurons over x_seq from v_init; returns spikes, or (spikes, v_final)."""
+        return_state = static_bool("return_state", return_state)
+        spikes, v_final, v_seq = qif_multistep(
+            x_seq,
+            v_init,
+            **_neuron_params(self),
+            store_v_seq=self.store_v_seq,
+            time_axis=self.time_axis,
+            backend=self.backend,
+        )
+        if self.store_v_seq:
+            self.sow("intermediates", "v_seq", v_seq)
+        return (spikes, v_final) if return_state else spikes
+
+
+class QIFCell(nn.RNNCellBase):
+    """One step of QIF neurons, for `nn.RNN` or a hand-written recurrent cell.
+
+    `__call__(carry, x_t) -> (carry, spike)`: the carry is the membrane potential, x_t's shape,
+    in the state dtype (float32 for float16/bfloat16/float32 inputs, float64 for float64); the
+    spike has x_t's dtype. `nn.RNN(QIFCell())` on `[batch, time, features]` input (its default,
+    batch-major layout) gives the spikes of `QIF(time_axis=1)`.
+
+    Attributes:
+      tau, v_c, a0, v_threshold, v_rest, v_reset, surrogate, detach_reset: as in `QIF`.
+      carry_dtype: dtype of the carry `initialize_carry` makes: float32, or float64 for float64
+        inputs (the state dtype must match the inputs, and `nn.RNN` only tells the cell their
+        shape).
+    """
+
+    tau: float = 2.0
+    v_c: float = 0.8
+    a0: float = 1.0
+    v_threshold: float = 1.0
+    v_rest: float = 0.0
+    v_reset: float | None = -0.1
+    surrogate: Surrogate = Sigmoid(alpha=4.0)
+    detach_reset: bool = False
+    carry_dtype: Any = jnp.float32
+
+    def __call__(self, carry, x_t):
+        """One step from membrane potential `carry` with input `x_t`: returns (carry, spike)."""
+        spike, v_next = qif_step(x_t, carry, **_neuron_params(self))
+        _check_carry_dtype(carry, v_next)
+        return v_next, spike
+
+    @nn.nowrap
+    def initialize_carry(self, rng, input_shape: tuple[int, ...]) -> jax.Array:
+        """The resting carry: v_reset everywhere (0 for the soft reset), in `carry_dtype`.
+
+        `rng` is unused (the carry is deterministic); it is part of `nn.RNNCellBase`'s signature.
+        """
+        del rng
+        return _initial_carry(self, input_shape)
+
+    @property
+    def num_feature_axes(self) -> int:
+        """One: `nn.RNN` finds time just before the last axis (batch-major) or first
+        (`time_major=True`, which also suits inputs with several feature axes)."""
+        return 1
+
+
+def _neuron_params(layer) -> dict:
+    """The neuron fields of a QIF layer or cell (Linen or NNX), as keyword arguments of
+    `qif_multistep` and `qif_step`. Shared with jaxqif.nnx."""
+    return {name: getattr(layer, name) for name in _NEURON_PARAMS}
+
+
+def _initial_carry(cell, input_shape) -> jax.Array:
+    """The resting potential, v_reset (0 for the soft reset), in the shape of one step's input
+    and the cell's carry_dtype. Shared with jaxqif.nnx."""
+    config = NeuronConfig(**_neuron_params(cell))  # checks the fields, as a step would
+    carry_dtype = np.dtype(cell.carry_dtype)
+    if carry_dtype not in (np.float32, np.float64):
+        raise ValueError(
+            "carry_dtype must be float32 (the state of float16/bfloat16/float32 inputs) or "
+            f"float64 (the state of float64 inputs), got {carry_dtype}"
+        )
+    return jnp.full(tuple(input_shape), config.default_v_init, carry_dtype)
+
+
+def _check_carry_dtype(carry, v_next) -> None:
+    """Refuses a step that changed the carry's dtype (a float32 carry with float64 inputs, say):
+    a scan over time would reject it with a far less clear error. Shared with jaxqif.nnx."""
+    carry_dtype, expected = jnp.asarray(carry).dtype, v_next.dtype
+    if carry_dtype != expected:
+        raise TypeError(
+            f"QIFCell carry must be the inputs' state dtype {expected}, got {carry_dtype}; "
+            f"build the cell with carry_dtype=jnp.{expected.name} or pass a matching initial carry"
+        )
