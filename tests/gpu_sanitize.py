@@ -2,6 +2,7 @@
 `compute-sanitizer` (memcheck, racecheck) in scripts/gpu_check.sh. Not a pytest module."""
 
 import itertools
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,10 +18,10 @@ DTYPES = (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
 LAYOUTS = (((11, 37), 0), ((3, 11, 5), 1), ((37, 11), -1), ((5, 150001), 0), ((5, 1 << 20), 0))
 
 
-def main():
+def main(layouts=LAYOUTS):
     runs = 0
     for dtype, surrogate_cls, v_reset in itertools.product(DTYPES, sg.ALL, (-0.1, None)):
-        for store_v_seq, (shape, time_axis) in zip((False, True, False, True, False), LAYOUTS):
+        for store_v_seq, (shape, time_axis) in zip((False, True, False, True, False), layouts):
             x = (jax.random.normal(jax.random.key(runs), shape, jnp.float32) + 0.6).astype(dtype)
             params = dict(v_reset=v_reset, surrogate=surrogate_cls(), store_v_seq=store_v_seq,
                           time_axis=time_axis, backend="ffi")
@@ -40,4 +41,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    # --small: only the three small layouts (one neuron per thread). racecheck looks at shared
+    # memory, which no kernel uses, and compute-sanitizer 2025.3's racecheck crashed (SIGSEGV)
+    # on the large layouts on 2026-11-28.
+    main(LAYOUTS[:3] if "--small" in sys.argv else LAYOUTS)
