@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # On a CUDA machine: build jaxqif with its CUDA library, run the GPU tests, compute-sanitizer
 # (memcheck and racecheck) on every kernel variant, and a quick benchmark, in one go.
-#   bash scripts/gpu_check.sh [build] [test] [sanitize] [bench] [bench-full]   (default: the first four)
+#   bash scripts/gpu_check.sh [build] [test] [sanitize] [racecheck] [sanitize-jax] [bench]
+#                             [bench-full] [profile]
+# (default: build test sanitize bench). `sanitize` runs racecheck and memcheck on
+# tests/sanitize_harness.cu, `racecheck` only the former; `sanitize-jax` memcheck through JAX
+# (tests/gpu_sanitize.py); `profile` lists every kernel of one inference and one training call
+# per benchmark shape with Nsight Compute (duration, DRAM bytes, registers).
 # Logs and results go to $OUT (default ./gpu-results): at most 7 files, as few come back from a
 # leased machine.
 set -uo pipefail
@@ -39,19 +44,43 @@ if has test; then
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 fi
 
-if has sanitize; then
-  # One cudaMalloc per buffer, so memcheck sees the true bounds of each array.
-  for tool in memcheck racecheck; do
-    step "compute-sanitizer $tool"
-    workload=(); [ "$tool" = racecheck ] && workload=(--small)
-    env -u PYTHONPATH XLA_PYTHON_CLIENT_ALLOCATOR=platform compute-sanitizer --tool "$tool" --error-exitcode 3 \
-      python3 tests/gpu_sanitize.py "${workload[@]}" >"$OUT/sanitize_$tool.log" 2>&1
-    rc=$?
-    tail -4 "$OUT/sanitize_$tool.log"
-    cat "$OUT/sanitize_$tool.log" >>"$OUT/sanitize.log" && rm "$OUT/sanitize_$tool.log"
-    echo "compute-sanitizer $tool exit code: $rc"
-    [ "$rc" -eq 0 ] || status=1
+if has sanitize || has racecheck; then
+  # compute-sanitizer crashes (SIGSEGV) inside JAX processes at times (racecheck always), so it
+  # runs a harness that launches the kernels directly: every launch plan, dtype, reset mode and
+  # surrogate, with and without grad_v_seq. Built from the library's own sources, in parallel.
+  step "compute-sanitizer on the kernel harness"
+  ffi_include=$(python3 -c "import jax.ffi; print(jax.ffi.include_dir())")
+  harness_build() { nvcc -std=c++20 -O3 --fmad=false -arch=native -Icuda -I"$ffi_include" "$@"; }
+  mkdir -p /tmp/harness
+  for kind in Sigmoid ATan PiecewiseQuadratic PiecewiseExp SoftSign SuperSpike Erf; do
+    harness_build -DJAXQIF_SURROGATE=k$kind -c cuda/qif_cuda_backward.cu -o /tmp/harness/$kind.o &
   done
+  harness_build -c tests/sanitize_harness.cu -o /tmp/harness/main.o &
+  wait
+  harness_build /tmp/harness/*.o -o /tmp/sanitize_harness >/tmp/harness_build.log 2>&1 \
+    || { tail -20 /tmp/harness_build.log; status=1; }
+  tools=(racecheck memcheck); has sanitize || tools=(racecheck)
+  {
+    /tmp/sanitize_harness
+    for tool in "${tools[@]}"; do
+      compute-sanitizer --tool "$tool" --error-exitcode 3 /tmp/sanitize_harness
+      echo "compute-sanitizer $tool (harness) exit code: $?"
+    done
+  } >"$OUT/sanitize.log" 2>&1
+  grep -E "harness|ERROR SUMMARY|RACECHECK SUMMARY|exit code" "$OUT/sanitize.log" | tail -8
+  for tool in "${tools[@]}"; do
+    grep -q "$tool (harness) exit code: 0" "$OUT/sanitize.log" || status=1
+  done
+fi
+
+if has sanitize-jax; then
+  # memcheck through JAX and the FFI handlers (tests/gpu_sanitize.py); one cudaMalloc per
+  # buffer, so memcheck sees the true bounds of each array.
+  step "compute-sanitizer memcheck through JAX"
+  env -u PYTHONPATH XLA_PYTHON_CLIENT_ALLOCATOR=platform compute-sanitizer --tool memcheck \
+    --error-exitcode 3 python3 tests/gpu_sanitize.py >"$OUT/sanitize_jax.log" 2>&1
+  rc=$?; tail -3 "$OUT/sanitize_jax.log"; echo "compute-sanitizer memcheck (JAX) exit code: $rc"
+  [ "$rc" -eq 0 ] || status=1
 fi
 
 if has bench; then
@@ -62,5 +91,13 @@ fi
 if has bench-full; then
   step "full benchmark"
   python3 benchmarks/bench.py --out-dir "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -80
+fi
+if has profile; then
+  step "kernel profile (ncu)"
+  metrics=$(python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import kernel_profile as k; print(k.METRICS)")
+  ncu --clock-control none --profile-from-start off --csv --metrics "$metrics" \
+    python3 benchmarks/kernel_profile.py >"$OUT/profile.csv" 2>&1
+  echo "ncu exit code: $?"
+  grep -c '"gpu__time_duration.sum"' "$OUT/profile.csv"
 fi
 exit $status

@@ -12,7 +12,9 @@ from helpers import DTYPES, SURROGATES, TOLERANCES, assert_close, loss_and_grads
 
 pytestmark = pytest.mark.gpu
 
-LAYOUTS = [((21, 37, 3), 0), ((5, 21, 37), 1), ((37, 3, 21), -1)]  # T = 21: not a chunk multiple
+# T = 21: not a chunk multiple. Few neurons: the staged launch plans; an even innermost size
+# (the first) lets 16-bit types use them too, odd ones (the others) send those to the narrow plan.
+LAYOUTS = [((21, 38, 3), 0), ((5, 21, 37), 1), ((37, 3, 21), -1)]
 
 
 def _on(device, *arrays):
@@ -104,10 +106,12 @@ def test_more_than_2_31_elements():
                      1e-2, "grad_x head")
 
 
-# Enough neurons for each launch configuration of the CUDA handlers: 16-byte groups of neurons
-# per thread (inner a multiple of 8), one neuron per thread (odd inner), and both with T not a
-# multiple of any chunk.
-LARGE_LAYOUTS = [((6, 1 << 20), 0), ((6, 1 << 18, 5), 0), ((3, 6, 1 << 19), 1)]
+# Each launch plan of the CUDA handlers (cuda/qif_cuda_kernels.cuh, choose_plan), for every
+# dtype: wide (16-byte groups; also with the time axis in the middle), narrow (many neurons, odd
+# innermost size), staged shallow and staged deep with T long enough for the shared-memory ring
+# to wrap around several times; no T a multiple of any chunk.
+LARGE_LAYOUTS = [((6, 1 << 21), 0), ((3, 6, 1 << 19), 1), ((5, 150001), 0), ((50, 2, 20000), 0),
+                 ((301, 1000), 0)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
@@ -130,7 +134,8 @@ def test_every_launch_configuration_matches_cpu_kernel(layout, v_reset, dtype):
     assert_close(gv, gv_c, tol, "grad v_init")
 
 
-@pytest.mark.parametrize("layout", [((9, 40), 0), ((6, 1 << 20), 0)], ids=["narrow", "wide"])
+@pytest.mark.parametrize("layout", [((9, 40), 0), ((301, 1000), 0), ((5, 150001), 0),
+                                    ((6, 1 << 20), 0)], ids=["staged", "staged-long", "narrow", "wide"])
 def test_backward_without_spike_cotangent(layout):
     """A loss on v_final alone: the backward runs with no grad_spikes and no grad_v_seq."""
     shape, time_axis = layout

@@ -1,0 +1,530 @@
+// Fused CUDA forward and BPTT kernels of the QIF neuron, and the host code that launches them.
+//
+// One thread walks a group of kVec adjacent neurons through all T steps. The recurrence is
+// serial, but the loads it consumes (x[t]; in the backward grad_spikes[t], grad_v_seq[t] and
+// H[t-1]) do not depend on it, so they are issued well ahead of the step that needs them (see
+// StreamReader). Streams are touched exactly once: loads and stores use evict-first hints.
+//
+// Four launch plans, chosen per call (choose_plan):
+//  * wide: 16 bytes of the widest stream per step per thread, when there are enough neurons to
+//    fill the GPU; short sequences need the wide accesses to keep enough bytes in flight;
+//  * narrow: one neuron per thread when groups of 16 bytes do not fit the layout;
+//  * staged deep / staged shallow: too few neurons to fill the GPU (long sequences of a small
+//    layer). Each thread then prefetches whole chunks of steps into shared memory with
+//    asynchronous copies, far deeper than registers allow.
+// The backward is compiled once per surrogate, each in its own translation unit
+// (qif_cuda_backward.cu), so the library builds in parallel.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_pipeline.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "qif_ffi.h"
+#include "qif_math.h"
+
+namespace jaxqif::gpu {
+
+__device__ __forceinline__ float to_state(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_state(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_state(float v) { return v; }
+__device__ __forceinline__ double to_state(double v) { return v; }
+
+template <typename X, typename S>
+__device__ __forceinline__ X from_state(S v);
+template <>
+__device__ __forceinline__ __half from_state<__half, float>(float v) { return __float2half_rn(v); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_state<__nv_bfloat16, float>(float v) {
+  return __float2bfloat16_rn(v);
+}
+template <>
+__device__ __forceinline__ float from_state<float, float>(float v) { return v; }
+template <>
+__device__ __forceinline__ double from_state<double, double>(double v) { return v; }
+
+// ---------------------------------------------------------------------------------------------
+// The values of kVec adjacent neurons in one stream, moved with the widest aligned access.
+
+template <typename T, int kVec>
+struct alignas(sizeof(T) * kVec >= 16 ? 16 : sizeof(T) * kVec) Pack {
+  T v[kVec];
+};
+
+template <typename T, int kVec>
+__device__ __forceinline__ Pack<T, kVec> zero_pack() {
+  Pack<T, kVec> r;
+#pragma unroll
+  for (int k = 0; k < kVec; ++k) r.v[k] = from_state<T>(decltype(to_state(T{}))(0));
+  return r;
+}
+
+template <typename T, int kVec>
+__device__ __forceinline__ Pack<T, kVec> load_pack(const T* p) {
+  constexpr int kBytes = sizeof(T) * kVec;
+  Pack<T, kVec> r;
+  if constexpr (kBytes >= 16) {
+#pragma unroll
+    for (int k = 0; k < kBytes / 16; ++k) {
+      reinterpret_cast<int4*>(&r)[k] = __ldcs(reinterpret_cast<const int4*>(p) + k);
+    }
+  } else if constexpr (kBytes == 8) {
+    *reinterpret_cast<int2*>(&r) = __ldcs(reinterpret_cast<const int2*>(p));
+  } else if constexpr (kBytes == 4) {
+    *reinterpret_cast<int*>(&r) = __ldcs(reinterpret_cast<const int*>(p));
+  } else {
+    r.v[0] = __ldcs(p);
+  }
+  return r;
+}
+
+template <typename T, int kVec>
+__device__ __forceinline__ void store_pack(T* p, const Pack<T, kVec>& value) {
+  constexpr int kBytes = sizeof(T) * kVec;
+  if constexpr (kBytes >= 16) {
+#pragma unroll
+    for (int k = 0; k < kBytes / 16; ++k) {
+      __stcs(reinterpret_cast<int4*>(p) + k, reinterpret_cast<const int4*>(&value)[k]);
+    }
+  } else if constexpr (kBytes == 8) {
+    __stcs(reinterpret_cast<int2*>(p), *reinterpret_cast<const int2*>(&value));
+  } else if constexpr (kBytes == 4) {
+    __stcs(reinterpret_cast<int*>(p), *reinterpret_cast<const int*>(&value));
+  } else {
+    __stcs(p, value.v[0]);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prefetching reads of one [outer, T, inner] stream.
+
+// Shared-memory ring depth of the staged plans: kSlots - 1 chunks are in flight while one is
+// computed.
+constexpr int kSlots = 4;
+
+// Reads one stream for this thread's neurons, in chunks of kChunk steps: slot u of chunk c is
+// step first + kDirection * (c * kChunk + u). Steps outside [0, T) are never read. The kernel
+// calls fetch(c + kAhead) before it takes the values of chunk c, then next_chunk().
+//  kStaged = false: two register buffers of kChunk values: chunk c + 1 loads while chunk c is
+//    computed (kAhead = 1).
+//  kStaged = true: whole chunks are copied asynchronously (cp.async) into kSlots chunk slots of
+//    shared memory, kAhead = kSlots - 1 chunks ahead of the one being computed, far deeper than
+//    registers allow. The slots are private to the thread (no other thread reads them), so no
+//    barrier is needed; the kernel commits each chunk's copies and waits for them
+//    (staged_commit_and_wait).
+template <bool kStaged, int kDirection, int kChunk, typename T, int kVec>
+class StreamReader {
+ public:
+  using Value = Pack<T, kVec>;
+  static constexpr int kAhead = kStaged ? kSlots - 1 : 1;
+  // Bytes of shared memory per thread in the staged plans.
+  static constexpr int kStagedBytes = kSlots * kChunk * static_cast<int>(sizeof(Value));
+
+  // base: this thread's element at step 0 of the stream (nullptr with steps = 0: nothing read).
+  __device__ StreamReader(const T* base, int64_t first, int64_t steps, int64_t inner,
+                          unsigned char* ring)
+      : base_(base), first_(first), steps_(steps), inner_(inner),
+        ring_(reinterpret_cast<Value*>(ring) + threadIdx.x) {}
+
+  // Starts the loads of chunk c: into the second register buffer, or into its ring slot.
+  __device__ __forceinline__ void fetch(int64_t chunk) {
+    const int64_t t0 = first_ + kDirection * chunk * kChunk;
+    const int64_t t_last = t0 + kDirection * (kChunk - 1);
+    const T* p = base_ + t0 * inner_;
+    const int64_t stride = kDirection * inner_;
+    if (in_range(t0) && in_range(t_last)) {  // a whole chunk: no per-step checks
+#pragma unroll
+      for (int u = 0; u < kChunk; ++u) load(chunk, u, p + u * stride);
+    } else {
+#pragma unroll
+      for (int u = 0; u < kChunk; ++u) {
+        if (in_range(t0 + kDirection * u)) load(chunk, u, p + u * stride);
+      }
+    }
+  }
+
+  // The value of slot u of chunk c (its step must be in range).
+  __device__ __forceinline__ Value take(int64_t chunk, int u) const {
+    if constexpr (kStaged) return *slot(chunk, u);
+    else return current_[u];
+  }
+
+  __device__ __forceinline__ void next_chunk() {
+    if constexpr (!kStaged) {
+#pragma unroll
+      for (int u = 0; u < kChunk; ++u) current_[u] = next_[u];
+    }
+  }
+
+ private:
+  __device__ __forceinline__ bool in_range(int64_t t) const { return t >= 0 && t < steps_; }
+
+  __device__ __forceinline__ void load(int64_t chunk, int u, const T* src) {
+    if constexpr (kStaged) __pipeline_memcpy_async(slot(chunk, u), src, sizeof(Value));
+    else next_[u] = load_pack<T, kVec>(src);
+  }
+
+  // Slot u of chunk c in this thread's column of the ring: consecutive threads read
+  // consecutive addresses, free of bank conflicts.
+  __device__ __forceinline__ Value* slot(int64_t chunk, int u) const {
+    return ring_ + (static_cast<int>(chunk & (kSlots - 1)) * kChunk + u) * blockDim.x;
+  }
+
+  const T* base_;
+  int64_t first_, steps_, inner_;
+  Value* ring_;
+  Value current_[kStaged ? 1 : kChunk];
+  Value next_[kStaged ? 1 : kChunk];
+};
+
+// Closes the group of copies just fetched and waits until the chunk about to be computed has
+// landed (staged plans only).
+__device__ __forceinline__ void staged_commit_and_wait() {
+  __pipeline_commit();
+  __pipeline_wait_prior(kSlots - 1);
+}
+
+// Calls body(c, full) for chunk c = 0, 1, ...: full (a std::integral_constant) says all kChunk
+// steps of the chunk are in [0, T), so the body needs no per-step check. fetch(c) fetches
+// chunk c of every reader; the prefetch pipeline runs around the body.
+template <bool kStaged, int kChunk, int kAhead, typename Fetch, typename Next, typename Body>
+__device__ __forceinline__ void for_each_chunk(int64_t steps, Fetch&& fetch, Next&& next_chunk,
+                                               Body&& body) {
+  for (int c = 0; c < kAhead; ++c) {
+    fetch(c);
+    if constexpr (kStaged) __pipeline_commit();
+  }
+  next_chunk();  // registers: chunk 0 becomes current
+  const int64_t chunks = (steps + kChunk - 1) / kChunk;
+  for (int64_t c = 0; c < chunks; ++c) {
+    fetch(c + kAhead);
+    if constexpr (kStaged) staged_commit_and_wait();
+    if ((c + 1) * kChunk <= steps) {
+      body(c, std::true_type{});
+    } else {
+      body(c, std::false_type{});
+    }
+    next_chunk();
+  }
+}
+
+// Offset of element (o, 0, i) for the first neuron n = o * inner + i of this thread's group.
+// inner is a multiple of kVec, so a group never straddles two rows.
+__device__ __forceinline__ int64_t group_offset(int64_t n, int64_t steps, int64_t inner) {
+  const int64_t o = n / inner;
+  return o * steps * inner + (n - o * inner);
+}
+
+// Shapes of one launch: kVec neurons per thread, kChunk steps per chunk, staged or not.
+template <int kVecValue, int kChunkValue, bool kStagedValue>
+struct Shape {
+  static constexpr int kVec = kVecValue;
+  static constexpr int kChunk = kChunkValue;
+  static constexpr bool kStaged = kStagedValue;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Kernels
+
+struct ForwardPointers {
+  const void* x;
+  const void* v_init;
+  void* spikes;
+  void* v_final;
+  void* v_seq;     // nullptr when not stored
+  void* residual;  // H, nullptr when not saved
+};
+
+struct BackwardPointers {
+  const void* grad_spikes;   // nullptr when symbolically zero
+  const void* grad_v_seq;    // nullptr when symbolically zero
+  const void* grad_v_final;  // nullptr when symbolically zero
+  const void* residual;
+  const void* v_init;
+  void* grad_x;
+  void* grad_v_init;
+};
+
+template <typename X, typename S, bool kHardReset, typename Sh>
+__global__ void __launch_bounds__(128)
+    forward_kernel(ForwardPointers ptr, int64_t steps, int64_t inner, int64_t groups,
+                   QifParams<S> p) {
+  constexpr int kVec = Sh::kVec, kChunk = Sh::kChunk;
+  extern __shared__ __align__(16) unsigned char ring[];
+  const int64_t group = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (group >= groups) return;
+  const int64_t n = group * kVec;
+  const int64_t offset = group_offset(n, steps, inner);
+  X* spikes = static_cast<X*>(ptr.spikes) + offset;
+  S* v_seq = ptr.v_seq ? static_cast<S*>(ptr.v_seq) + offset : nullptr;
+  S* residual = ptr.residual ? static_cast<S*>(ptr.residual) + offset : nullptr;
+
+  using Reader = StreamReader<Sh::kStaged, 1, kChunk, X, kVec>;
+  Reader x(static_cast<const X*>(ptr.x) + offset, 0, steps, inner, ring);
+  Pack<S, kVec> v = load_pack<S, kVec>(static_cast<const S*>(ptr.v_init) + n);
+  for_each_chunk<Sh::kStaged, kChunk, Reader::kAhead>(
+      steps, [&](int64_t c) { x.fetch(c); }, [&] { x.next_chunk(); },
+      [&](int64_t c, auto full) {
+#pragma unroll
+        for (int u = 0; u < kChunk; ++u) {
+          const int64_t t = c * kChunk + u;
+          if (!decltype(full)::value && t >= steps) break;
+          const Pack<X, kVec> current = x.take(c, u);
+          Pack<X, kVec> spike_out;
+          Pack<S, kVec> h_out;
+#pragma unroll
+          for (int k = 0; k < kVec; ++k) {
+            const S h = qif_charge(v.v[k], S(to_state(current.v[k])), p);
+            const bool spike = qif_fires(h, p);
+            spike_out.v[k] = from_state<X>(spike ? S(1) : S(0));
+            h_out.v[k] = h;
+            v.v[k] = qif_reset<kHardReset>(h, spike, p);
+          }
+          store_pack(spikes + t * inner, spike_out);
+          if (residual) store_pack(residual + t * inner, h_out);
+          if (v_seq) store_pack(v_seq + t * inner, v);
+        }
+      });
+  store_pack(static_cast<S*>(ptr.v_final) + n, v);
+}
+
+// Walks t downwards. Slot u of chunk c is step t = T - 1 - (c * kChunk + u); the residual
+// reader is one step behind (H[t - 1], from which V[t - 1] is recomputed).
+template <SurrogateKind kKind, bool kHardReset, bool kHasGradVSeq, typename X, typename S,
+          typename Sh>
+__global__ void __launch_bounds__(128)
+    backward_kernel(BackwardPointers ptr, int64_t steps, int64_t inner, int64_t groups,
+                    QifParams<S> p) {
+  constexpr int kVec = Sh::kVec, kChunk = Sh::kChunk;
+  constexpr bool kStaged = Sh::kStaged;
+  using SpikeReader = StreamReader<kStaged, -1, kChunk, X, kVec>;
+  using StateReader = StreamReader<kStaged, -1, kChunk, S, kVec>;
+  extern __shared__ __align__(16) unsigned char ring[];
+  const int64_t group = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (group >= groups) return;
+  const int64_t n = group * kVec;
+  const int64_t offset = group_offset(n, steps, inner);
+  const int64_t last = steps - 1;
+  const S* residual = static_cast<const S*>(ptr.residual) + offset;
+  X* grad_x = static_cast<X*>(ptr.grad_x) + offset;
+
+  // Each reader's shared-memory ring follows the previous one's (sizes are multiples of 16
+  // bytes per thread, so every ring stays aligned).
+  unsigned char* ring_gs = ring;
+  unsigned char* ring_h = ring_gs + SpikeReader::kStagedBytes * blockDim.x;
+  unsigned char* ring_gv = ring_h + StateReader::kStagedBytes * blockDim.x;
+  const bool has_grad_spikes = ptr.grad_spikes != nullptr;
+  SpikeReader gs(has_grad_spikes ? static_cast<const X*>(ptr.grad_spikes) + offset : nullptr,
+                 last, has_grad_spikes ? steps : 0, inner, ring_gs);
+  StateReader h_prev(residual, last - 1, steps, inner, ring_h);
+  StateReader gv(kHasGradVSeq ? static_cast<const S*>(ptr.grad_v_seq) + offset : nullptr, last,
+                 kHasGradVSeq ? steps : 0, inner, ring_gv);
+  Pack<S, kVec> h = load_pack<S, kVec>(residual + last * inner);
+  Pack<S, kVec> carry = ptr.grad_v_final
+                            ? load_pack<S, kVec>(static_cast<const S*>(ptr.grad_v_final) + n)
+                            : zero_pack<S, kVec>();
+  const Pack<S, kVec> v_start = load_pack<S, kVec>(static_cast<const S*>(ptr.v_init) + n);
+  const Pack<X, kVec> no_spike_grad = zero_pack<X, kVec>();
+  for_each_chunk<kStaged, kChunk, SpikeReader::kAhead>(
+      steps,
+      [&](int64_t c) {
+        gs.fetch(c);  // reads nothing when grad_spikes is absent (its step range is empty)
+        h_prev.fetch(c);
+        if constexpr (kHasGradVSeq) gv.fetch(c);
+      },
+      [&] {
+        gs.next_chunk();
+        h_prev.next_chunk();
+        if constexpr (kHasGradVSeq) gv.next_chunk();
+      },
+      [&](int64_t c, auto full) {
+#pragma unroll
+        for (int u = 0; u < kChunk; ++u) {
+          const int64_t t = last - (c * kChunk + u);
+          if (!decltype(full)::value && t < 0) break;
+          const Pack<X, kVec> g_spike = has_grad_spikes ? gs.take(c, u) : no_spike_grad;
+          // H[t - 1] for t > 0 (a full chunk may end at t = 0, so check t itself)
+          const Pack<S, kVec> hp = t > 0 ? h_prev.take(c, u) : v_start;
+          Pack<X, kVec> gx;
+#pragma unroll
+          for (int k = 0; k < kVec; ++k) {
+            const S v_prev = t > 0 ? qif_state_after<kHardReset>(hp.v[k], p) : v_start.v[k];
+            S g_v = S(0);
+            if constexpr (kHasGradVSeq) g_v = gv.take(c, u).v[k];
+            const S grad_h = qif_backward_step<kKind, kHardReset>(
+                h.v[k], v_prev, S(to_state(g_spike.v[k])), g_v, carry.v[k], p);
+            gx.v[k] = from_state<X>(grad_h * p.inv_tau);
+          }
+          store_pack(grad_x + t * inner, gx);
+          h = hp;
+        }
+      });
+  store_pack(static_cast<S*>(ptr.grad_v_init) + n, carry);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launch plans (host)
+
+enum class Plan { kWide, kNarrow, kNarrowLong, kStagedDeep, kStagedShallow };
+
+int multiprocessor_count();
+
+// Neurons per thread: the wide plan moves 16 bytes of its widest per-step stream (x in the
+// forward, the float32/float64 residual in the backward); the staged plans need at least 4
+// bytes for an asynchronous copy (two neurons of a 16-bit type).
+template <typename T>
+constexpr int kWideVec = 16 / static_cast<int>(sizeof(T));
+template <typename X>
+constexpr int kStagedVec = sizeof(X) < 4 ? 4 / static_cast<int>(sizeof(X)) : 1;
+
+struct LaunchPlan {
+  Plan plan;
+  int vec;  // neurons per thread
+  int64_t groups;
+  int threads_per_block;
+  unsigned int blocks() const {
+    return static_cast<unsigned int>((groups + threads_per_block - 1) / threads_per_block);
+  }
+};
+
+// Threads per multiprocessor that keep it busy with one neuron per thread and register
+// prefetching. Below that the GPU is not filled: long sequences of a small layer.
+constexpr int64_t kThreadsToFill = 1024;
+
+// wide_vec / staged_vec: neurons per thread of those plans; aligned: every buffer 16-byte
+// aligned.
+//  * wide: groups that never straddle a row, and enough of them to fill every multiprocessor;
+//  * narrow: enough neurons to fill the GPU one per thread;
+//  * fewer (every thread then lives for the whole sequence, so all blocks are resident at once,
+//    spread over every multiprocessor in small blocks): staged, deep below 1/8 of the filling
+//    thread count, shallow above. A 16-bit type stages two neurons per thread, which halves
+//    the threads: when few, it keeps one neuron per thread with long register chunks
+//    (narrow long), as do layouts that cannot be staged (odd innermost size, misaligned).
+inline LaunchPlan choose_plan(const Layout& l, int wide_vec, int staged_vec, bool aligned) {
+  const int64_t sms = multiprocessor_count();
+  const int64_t neurons = l.neurons();
+  if (aligned && l.inner % wide_vec == 0 && neurons / wide_vec >= sms * kThreadsToFill) {
+    return {Plan::kWide, wide_vec, neurons / wide_vec, 128};
+  }
+  if (neurons >= sms * kThreadsToFill) return {Plan::kNarrow, 1, neurons, 128};
+  const bool deep = neurons <= sms * kThreadsToFill / 8;
+  const bool stageable = aligned && l.inner % staged_vec == 0 && !(deep && staged_vec > 1);
+  const int vec = stageable ? staged_vec : 1;
+  const int64_t groups = neurons / vec;
+  const int threads = groups < sms * 256 ? 32 : groups < sms * 512 ? 64 : 128;
+  const Plan plan = !stageable ? Plan::kNarrowLong : deep ? Plan::kStagedDeep : Plan::kStagedShallow;
+  return {plan, vec, groups, threads};
+}
+
+// Calls fn(Shape<kVec, kChunk, kStaged>{}) for the plan. The backward reads two or three
+// streams per step, so its chunks are shorter where registers or shared memory bound them.
+template <typename X, typename S, bool kBackward, typename Fn>
+void dispatch_plan(Plan plan, Fn&& fn) {
+  switch (plan) {
+    case Plan::kWide: return fn(Shape<kBackward ? kWideVec<S> : kWideVec<X>, 4, false>{});
+    case Plan::kNarrow: return fn(Shape<1, 8, false>{});
+    case Plan::kNarrowLong: return fn(Shape<1, kBackward ? 16 : 32, false>{});
+    case Plan::kStagedDeep:  // never chosen for 16-bit types (see choose_plan)
+      if constexpr (kStagedVec<X> == 1) return fn(Shape<1, kBackward ? 16 : 32, true>{});
+      else return fn(Shape<1, kBackward ? 16 : 32, false>{});
+    default: return fn(Shape<kStagedVec<X>, kBackward ? 4 : 8, true>{});
+  }
+}
+
+struct ForwardLaunch {
+  ForwardPointers ptr;
+  Layout layout;
+  ffi::DataType input_dtype;
+  double tau, v_c, a0, v_threshold, v_rest, v_reset;
+  bool hard_reset;
+};
+
+struct BackwardLaunch {
+  BackwardPointers ptr;
+  Layout layout;
+  ffi::DataType input_dtype;
+  double tau, v_c, a0, v_threshold, v_rest, v_reset, alpha;
+  bool hard_reset, detach_reset;
+};
+
+inline bool all_aligned(std::initializer_list<const void*> buffers) {
+  bool aligned = true;
+  for (const void* b : buffers) aligned &= reinterpret_cast<uintptr_t>(b) % 16 == 0;
+  return aligned;
+}
+
+// Launches the kernel of one (plan, types) choice on `stream`; returns the launch status.
+template <typename Kernel, typename Args>
+cudaError_t launch(Kernel kernel, const LaunchPlan& plan, size_t shared_bytes_per_thread,
+                   cudaStream_t stream, const Args& ptr, const Layout& l, const auto& params) {
+  const size_t shared = shared_bytes_per_thread * plan.threads_per_block;
+  kernel<<<plan.blocks(), plan.threads_per_block, shared, stream>>>(ptr, l.steps, l.inner,
+                                                                    plan.groups, params);
+  return cudaGetLastError();
+}
+
+inline cudaError_t launch_forward(const ForwardLaunch& a, cudaStream_t stream) {
+  cudaError_t status = cudaSuccess;
+  dispatch_dtype<__half, __nv_bfloat16>(a.input_dtype, [&](auto x_tag, auto s_tag) {
+    using X = decltype(x_tag);
+    using S = decltype(s_tag);
+    const auto p = QifParams<S>::from_double(a.tau, a.v_c, a.a0, a.v_threshold, a.v_rest,
+                                             a.v_reset, 1.0, a.hard_reset, false);
+    const LaunchPlan plan =
+        choose_plan(a.layout, kWideVec<X>, kStagedVec<X>,
+                    all_aligned({a.ptr.x, a.ptr.v_init, a.ptr.spikes, a.ptr.v_final, a.ptr.v_seq,
+                                 a.ptr.residual}));
+    dispatch_plan<X, S, false>(plan.plan, [&]<typename Sh>(Sh) {
+      using Reader = StreamReader<Sh::kStaged, 1, Sh::kChunk, X, Sh::kVec>;
+      const size_t shared = Sh::kStaged ? Reader::kStagedBytes : 0;
+      status = a.hard_reset
+                   ? launch(forward_kernel<X, S, true, Sh>, plan, shared, stream, a.ptr, a.layout, p)
+                   : launch(forward_kernel<X, S, false, Sh>, plan, shared, stream, a.ptr, a.layout, p);
+    });
+  });
+  return status;
+}
+
+// Instantiated one surrogate per translation unit (qif_cuda_backward.cu): see
+// JAXQIF_BACKWARD_INSTANCES.
+template <SurrogateKind kKind, bool kHardReset>
+cudaError_t launch_backward(const BackwardLaunch& a, cudaStream_t stream) {
+  cudaError_t status = cudaSuccess;
+  dispatch_dtype<__half, __nv_bfloat16>(a.input_dtype, [&](auto x_tag, auto s_tag) {
+    using X = decltype(x_tag);
+    using S = decltype(s_tag);
+    const auto p = QifParams<S>::from_double(a.tau, a.v_c, a.a0, a.v_threshold, a.v_rest,
+                                             a.v_reset, a.alpha, a.hard_reset, a.detach_reset);
+    const LaunchPlan plan = choose_plan(
+        a.layout, kWideVec<S>, kStagedVec<X>,
+        all_aligned({a.ptr.grad_spikes, a.ptr.grad_v_seq, a.ptr.grad_v_final, a.ptr.residual,
+                     a.ptr.v_init, a.ptr.grad_x, a.ptr.grad_v_init}));
+    dispatch_plan<X, S, true>(plan.plan, [&]<typename Sh>(Sh) {
+      using SpikeReader = StreamReader<Sh::kStaged, -1, Sh::kChunk, X, Sh::kVec>;
+      using StateReader = StreamReader<Sh::kStaged, -1, Sh::kChunk, S, Sh::kVec>;
+      const bool has_grad_v_seq = a.ptr.grad_v_seq != nullptr;
+      const size_t shared =
+          Sh::kStaged ? SpikeReader::kStagedBytes + StateReader::kStagedBytes * (1 + has_grad_v_seq)
+                      : 0;
+      status = has_grad_v_seq
+                   ? launch(backward_kernel<kKind, kHardReset, true, X, S, Sh>, plan, shared,
+                            stream, a.ptr, a.layout, p)
+                   : launch(backward_kernel<kKind, kHardReset, false, X, S, Sh>, plan, shared,
+                            stream, a.ptr, a.layout, p);
+    });
+  });
+  return status;
+}
+
+// PREFIX = extern declares the instances of one surrogate, PREFIX empty defines them.
+#define JAXQIF_BACKWARD_INSTANCES(PREFIX, KIND)                                          \
+  PREFIX template cudaError_t launch_backward<SurrogateKind::KIND, true>(                 \
+      const BackwardLaunch&, cudaStream_t);                                               \
+  PREFIX template cudaError_t launch_backward<SurrogateKind::KIND, false>(                \
+      const BackwardLaunch&, cudaStream_t);
+
+}  // namespace jaxqif::gpu

@@ -1,0 +1,116 @@
+// Launches the CUDA kernels directly, without JAX, for compute-sanitizer (whose racecheck, and at
+// times memcheck, crash inside JAX processes). scripts/gpu_check.sh links it with the seven
+// backward translation units (cuda/qif_cuda_backward.cu) and runs it under racecheck and
+// memcheck. Covers every launch plan, dtype and reset mode of the forward (with residual and
+// v_seq) and of the backward (with and without grad_v_seq): with every surrogate on the layouts
+// with few neurons, with one on the large ones. Exits nonzero on any CUDA error.
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "qif_cuda_kernels.cuh"
+
+namespace jaxqif::gpu {
+JAXQIF_BACKWARD_INSTANCES(extern, kSigmoid)
+JAXQIF_BACKWARD_INSTANCES(extern, kATan)
+JAXQIF_BACKWARD_INSTANCES(extern, kPiecewiseQuadratic)
+JAXQIF_BACKWARD_INSTANCES(extern, kPiecewiseExp)
+JAXQIF_BACKWARD_INSTANCES(extern, kSoftSign)
+JAXQIF_BACKWARD_INSTANCES(extern, kSuperSpike)
+JAXQIF_BACKWARD_INSTANCES(extern, kErf)
+
+int multiprocessor_count() {
+  int device = 0, value = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&value, cudaDevAttrMultiProcessorCount, device);
+  return value;
+}
+}  // namespace jaxqif::gpu
+
+namespace {
+
+using namespace jaxqif;
+
+void check(cudaError_t status, const char* what) {
+  if (status != cudaSuccess) {
+    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(status));
+    std::exit(1);
+  }
+}
+
+template <typename T>
+__global__ void fill(T* p, int64_t n, float offset) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) p[i] = gpu::from_state<T>(decltype(gpu::to_state(T{}))(offset + 0.8f * sinf(0.37f * i)));
+}
+
+template <typename T>
+T* filled(int64_t n, float offset) {
+  T* p = nullptr;
+  check(cudaMalloc(&p, n * sizeof(T)), "cudaMalloc");
+  fill<<<static_cast<unsigned>((n + 255) / 256), 256>>>(p, n, offset);
+  return p;
+}
+
+template <typename X, typename S>
+void run(ffi::DataType dtype, const Layout& l, bool hard_reset, bool grad_v_seq,
+         int64_t surrogate) {
+  const int64_t e = l.elements(), n = l.neurons();
+  X* x = filled<X>(e, 0.4f);
+  S* v_init = filled<S>(n, 0.0f);
+  X* spikes = filled<X>(e, 0.0f);
+  S* v_final = filled<S>(n, 0.0f);
+  S* v_seq = filled<S>(e, 0.0f);
+  S* residual = filled<S>(e, 0.0f);
+  X* grad_spikes = filled<X>(e, 0.1f);
+  S* grad_v = filled<S>(e, 0.1f);
+  S* grad_v_final = filled<S>(n, 0.1f);
+  X* grad_x = filled<X>(e, 0.0f);
+  S* grad_v_init = filled<S>(n, 0.0f);
+  const double v_reset = hard_reset ? -0.1 : 0.0;
+  const gpu::ForwardLaunch forward{{x, v_init, spikes, v_final, v_seq, residual}, l, dtype,
+                                   2.0, 0.8, 1.0, 1.0, 0.0, v_reset, hard_reset};
+  check(gpu::launch_forward(forward, nullptr), "forward launch");
+  const gpu::BackwardLaunch backward{
+      {grad_spikes, grad_v_seq ? grad_v : nullptr, grad_v_final, residual, v_init, grad_x,
+       grad_v_init},
+      l, dtype, 2.0, 0.8, 1.0, 1.0, 0.0, v_reset, 4.0, hard_reset, false};
+  check(dispatch_surrogate_reset(surrogate, hard_reset,
+                                 [&]<SurrogateKind kKind, bool kHardReset>() {
+                                   return gpu::launch_backward<kKind, kHardReset>(backward, nullptr);
+                                 }),
+        "backward launch");
+  check(cudaDeviceSynchronize(), "kernels");
+  for (void* p : std::vector<void*>{x, v_init, spikes, v_final, v_seq, residual, grad_spikes,
+                                    grad_v, grad_v_final, grad_x, grad_v_init}) {
+    check(cudaFree(p), "cudaFree");
+  }
+}
+
+}  // namespace
+
+int main() {
+  // {outer, steps, inner}: staged deep (odd inner: 16-bit types take the narrow long plan),
+  // staged deep with the ring wrapping around, staged shallow; then narrow and wide.
+  const Layout layouts[] = {{1, 11, 37}, {3, 11, 6}, {1, 150, 64}, {1, 21, 40000},
+                            {1, 5, 150001}, {1, 5, 1 << 20}};
+  const int small_layouts = 4;
+  int runs = 0;
+  for (int i = 0; i < 6; ++i) {
+    const int64_t surrogates = i < small_layouts ? kNumSurrogates : 1;
+    for (int64_t surrogate = 0; surrogate < surrogates; ++surrogate) {
+      for (bool hard_reset : {true, false}) {
+        for (bool grad_v_seq : {false, true}) {
+          const Layout& l = layouts[i];
+          run<__half, float>(ffi::DataType::F16, l, hard_reset, grad_v_seq, surrogate);
+          run<__nv_bfloat16, float>(ffi::DataType::BF16, l, hard_reset, grad_v_seq, surrogate);
+          run<float, float>(ffi::DataType::F32, l, hard_reset, grad_v_seq, surrogate);
+          run<double, double>(ffi::DataType::F64, l, hard_reset, grad_v_seq, surrogate);
+          runs += 4;
+        }
+      }
+    }
+  }
+  std::printf("sanitize_harness: %d forward + backward runs\n", runs);
+  return 0;
+}
