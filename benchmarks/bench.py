@@ -413,6 +413,7 @@ def time_examples(jax, timing: Timing) -> list:
             sys.path.insert(0, str(path.parent))
             spec = importlib.util.spec_from_file_location(f"_bench_example_{path.stem}", path)
             module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module  # dataclasses look their module up while it loads
             spec.loader.exec_module(module)
         except Exception as error:  # noqa: BLE001
             print(f"  examples/{filename}: import failed ({type(error).__name__}: {error})")

@@ -176,6 +176,40 @@ class RecurrentSNN(nn.Module):
 # --- training ---------------------------------------------------------------------------------
 
 
+def make_train_step(model, optimizer):
+    """(params, opt_state, spikes, labels) -> (params, opt_state, loss): one optimizer step on
+    the softmax cross-entropy."""
+
+    def loss_fn(params, spikes, labels):
+        logits = model.apply({"params": params}, spikes)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    def train_step(params, opt_state, spikes, labels):
+        loss, grads = jax.value_and_grad(loss_fn)(params, spikes, labels)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return train_step
+
+
+def benchmark_step(backend: str, size: TaskSize | None = None):
+    """One training step of the feed-forward network on a fixed batch, for
+    `benchmarks/bench.py --examples`: returns (step, state) with step a jitted state -> state."""
+    size = size or TaskSize()
+    spikes, labels = make_randman(0, max(1, size.batch_size // NUM_CLASSES + 1))
+    spikes, labels = jnp.asarray(spikes[: size.batch_size]), jnp.asarray(labels[: size.batch_size])
+    model = FeedForwardSNN(size.hidden, backend=backend)
+    params = model.init(jax.random.key(0), spikes[:1])["params"]
+    optimizer = optax.adam(LEARNING_RATE)
+    train_step = make_train_step(model, optimizer)
+
+    def step(state):
+        params, opt_state, _ = train_step(*state, spikes, labels)
+        return params, opt_state
+
+    return jax.jit(step, donate_argnums=0), (params, optimizer.init(params))
+
+
 def train_and_evaluate(name, model, data, size: TaskSize, epochs: int, seed: int) -> dict:
     """Adam on softmax cross-entropy; returns test accuracy and mean seconds per train step."""
     x_train, y_train, x_test, y_test = data
@@ -188,14 +222,7 @@ def train_and_evaluate(name, model, data, size: TaskSize, epochs: int, seed: int
     )
     opt_state = optimizer.init(params)
 
-    def loss_fn(params, spikes, labels):
-        logits = model.apply({"params": params}, spikes)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-    def train_step(params, opt_state, spikes, labels):
-        loss, grads = jax.value_and_grad(loss_fn)(params, spikes, labels)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+    train_step = make_train_step(model, optimizer)
 
     @jax.jit
     def count_correct(params, spikes, labels):

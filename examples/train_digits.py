@@ -92,6 +92,39 @@ def parse_args(argv):
     return args
 
 
+def make_train_step(model, optimizer):
+    """(params, opt_state, images, labels) -> (params, opt_state, loss): one optimizer step on
+    the softmax cross-entropy."""
+
+    def loss_fn(params, images, labels):
+        logits = model.apply({"params": params}, images)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    def train_step(params, opt_state, images, labels):
+        loss, grads = jax.value_and_grad(loss_fn)(params, images, labels)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return train_step
+
+
+def benchmark_step(backend: str):
+    """One training step on a fixed batch, for `benchmarks/bench.py --examples`: returns
+    (step, state) with step a jitted state -> state."""
+    x_train, _, y_train, _ = load_data(seed=0)
+    images, labels = jnp.asarray(x_train[:BATCH_SIZE]), jnp.asarray(y_train[:BATCH_SIZE])
+    model = SpikingMLP(backend=backend)
+    params = model.init(jax.random.key(0), images[:1])["params"]
+    optimizer = optax.adam(LEARNING_RATE)
+    train_step = make_train_step(model, optimizer)
+
+    def step(state):
+        params, opt_state, _ = train_step(*state, images, labels)
+        return params, opt_state
+
+    return jax.jit(step, donate_argnums=0), (params, optimizer.init(params))
+
+
 def main(argv=None) -> dict:
     """Trains, evaluates, optionally plots; returns accuracies and seconds per epoch."""
     args = parse_args(argv)
@@ -108,14 +141,7 @@ def main(argv=None) -> dict:
     )
     opt_state = optimizer.init(params)
 
-    def loss_fn(params, images, labels):
-        logits = model.apply({"params": params}, images)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-    def train_step(params, opt_state, images, labels):
-        loss, grads = jax.value_and_grad(loss_fn)(params, images, labels)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
+    train_step = make_train_step(model, optimizer)
 
     @jax.jit
     def accuracy(params, images, labels):

@@ -90,7 +90,7 @@ fi
 
 if has bench-full; then
   step "full benchmark"
-  python3 benchmarks/bench.py --out-dir "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -80
+  python3 benchmarks/bench.py --examples --out-dir "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -90
 fi
 if has profile; then
   step "kernel profile (ncu)"

@@ -59,3 +59,26 @@ def test_randman_data_shape():
     assert spikes.dtype == "float32" and labels.dtype == "int32"
     assert (spikes.sum(axis=1) == 1).all()  # every channel fires exactly once per sample
     assert sorted(labels.tolist()) == sorted(list(range(temporal_task.NUM_CLASSES)) * 3)
+
+
+@pytest.mark.parametrize("name", ["train_digits", "temporal_task"])
+def test_benchmark_step_trains(name):
+    """The hook benchmarks/bench.py --examples times: a jitted step that updates the parameters
+    the same way with the fused kernel and with the pure-JAX path."""
+    import jax
+    import numpy as np
+
+    example = load_example(name)
+    kwargs = {"size": example.SMOKE} if name == "temporal_task" else {}
+    finals = {}
+    for backend in ("ffi", "jax"):
+        step, state = example.benchmark_step(backend, **kwargs)
+        before = jax.tree.map(np.array, state[0])
+        for _ in range(2):
+            state = step(state)
+        after = jax.tree.map(np.asarray, state[0])
+        changed = jax.tree.leaves(jax.tree.map(lambda a, b: not np.allclose(a, b), before, after))
+        assert any(changed)
+        finals[backend] = after
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5),
+                 finals["ffi"], finals["jax"])
