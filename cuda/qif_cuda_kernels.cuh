@@ -5,13 +5,14 @@
 // H[t-1]) do not depend on it, so they are issued well ahead of the step that needs them (see
 // StreamReader). Streams are touched exactly once: loads and stores use evict-first hints.
 //
-// Four launch plans, chosen per call (choose_plan):
+// Five launch plans, chosen per call (choose_plan):
 //  * wide: 16 bytes of the widest stream per step per thread, when there are enough neurons to
 //    fill the GPU; short sequences need the wide accesses to keep enough bytes in flight;
 //  * narrow: one neuron per thread when groups of 16 bytes do not fit the layout;
 //  * staged deep / staged shallow: too few neurons to fill the GPU (long sequences of a small
 //    layer). Each thread then prefetches whole chunks of steps into shared memory with
-//    asynchronous copies, far deeper than registers allow.
+//    asynchronous copies, far deeper than registers allow;
+//  * narrow long: few neurons that cannot be staged, one per thread with long register chunks.
 // The backward is compiled once per surrogate, each in its own translation unit
 // (qif_cuda_backward.cu), so the library builds in parallel.
 #pragma once
@@ -399,8 +400,9 @@ constexpr int64_t kThreadsToFill = 1024;
 // aligned.
 //  * wide: groups that never straddle a row, and enough of them to fill every multiprocessor;
 //  * narrow: enough neurons to fill the GPU one per thread;
-//  * fewer (every thread then lives for the whole sequence, so all blocks are resident at once,
-//    spread over every multiprocessor in small blocks): staged, deep below 1/8 of the filling
+//  * fewer (every thread then lives for the whole sequence, so blocks should all be resident at
+//    once, where registers and shared memory allow, spread over every multiprocessor in small
+//    blocks): staged, deep below 1/8 of the filling
 //    thread count, shallow above. A 16-bit type stages two neurons per thread, which halves
 //    the threads: when few, it keeps one neuron per thread with long register chunks
 //    (narrow long), as do layouts that cannot be staged (odd innermost size, misaligned).
