@@ -1,6 +1,8 @@
 // CPU twin of the CUDA kernels: the same formulas (qif_math.h), one neuron row at a time.
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "qif_ffi.h"
 #include "qif_math.h"
@@ -71,10 +73,11 @@ inline Half from_state<Half, float>(float v) {
 }
 
 
+// v_init: nullptr means every neuron starts at v_init_value.
 template <typename X, typename S, bool kHardReset>
-void forward_rows(const X* x, const S* v_init, X* spikes, S* v_final, S* v_seq, S* residual,
-                  const Layout& l, const QifParams<S>& p) {
-  std::memcpy(v_final, v_init, sizeof(S) * l.neurons());
+void forward_rows(const X* x, const S* v_init, S v_init_value, X* spikes, S* v_final, S* v_seq,
+                  S* residual, const Layout& l, const QifParams<S>& p) {
+  for (int64_t n = 0; n < l.neurons(); ++n) v_final[n] = v_init ? v_init[n] : v_init_value;
   for (int64_t o = 0; o < l.outer; ++o) {
     S* v = v_final + o * l.inner;  // running state of this row of neurons
     for (int64_t t = 0; t < l.steps; ++t) {
@@ -92,17 +95,21 @@ void forward_rows(const X* x, const S* v_init, X* spikes, S* v_final, S* v_seq, 
 }
 
 template <SurrogateKind kKind, bool kHardReset, typename X, typename S>
+// v_init as in forward_rows; grad_v_init may be nullptr (not wanted).
 void backward_rows(const X* grad_spikes, const S* grad_v_seq, const S* grad_v_final,
-                   const S* residual, const S* v_init, X* grad_x, S* grad_v_init, const Layout& l,
-                   const QifParams<S>& p) {
-  for (int64_t n = 0; n < l.neurons(); ++n) grad_v_init[n] = grad_v_final ? grad_v_final[n] : S(0);
+                   const S* residual, const S* v_init, S v_init_value, X* grad_x, S* grad_v_init,
+                   const Layout& l, const QifParams<S>& p) {
+  std::vector<S> carry(l.inner);  // dL/dV[t] flowing back along one row; ends as dL/dv_init
   for (int64_t o = 0; o < l.outer; ++o) {
-    S* carry = grad_v_init + o * l.inner;  // dL/dV[t] flowing back; ends as dL/dv_init
+    for (int64_t i = 0; i < l.inner; ++i) {
+      carry[i] = grad_v_final ? grad_v_final[o * l.inner + i] : S(0);
+    }
     for (int64_t t = l.steps - 1; t >= 0; --t) {
       const int64_t row = (o * l.steps + t) * l.inner;
       for (int64_t i = 0; i < l.inner; ++i) {
-        const S v_prev = t > 0 ? qif_state_after<kHardReset>(residual[row - l.inner + i], p)
-                               : v_init[o * l.inner + i];
+        const S v_prev = t > 0   ? qif_state_after<kHardReset>(residual[row - l.inner + i], p)
+                         : v_init ? v_init[o * l.inner + i]
+                                  : v_init_value;
         const S g_spike = grad_spikes ? S(to_state(grad_spikes[row + i])) : S(0);
         const S g_v = grad_v_seq ? grad_v_seq[row + i] : S(0);
         const S grad_h =
@@ -110,6 +117,7 @@ void backward_rows(const X* grad_spikes, const S* grad_v_seq, const S* grad_v_fi
         grad_x[row + i] = from_state<X>(grad_h * p.inv_tau);
       }
     }
+    if (grad_v_init) std::copy(carry.begin(), carry.end(), grad_v_init + o * l.inner);
   }
 }
 
@@ -119,7 +127,7 @@ ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer v_init, ffi::Result<ffi:
                        ffi::Result<ffi::AnyBuffer> v_final, ffi::Result<ffi::AnyBuffer> v_seq,
                        ffi::Result<ffi::AnyBuffer> residual, int64_t time_axis, double tau,
                        double v_c, double a0, double v_threshold, double v_rest, double v_reset,
-                       bool hard_reset) {
+                       bool hard_reset, double v_init_value) {
   ForwardCall call;
   JAXQIF_RETURN_IF_ERROR(
       check_forward(x, v_init, *spikes, *v_final, *v_seq, *residual, time_axis, &call));
@@ -130,7 +138,8 @@ ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer v_init, ffi::Result<ffi:
     const auto p = QifParams<S>::from_double(tau, v_c, a0, v_threshold, v_rest, v_reset, 1.0,
                                              hard_reset, false);
     auto run = hard_reset ? forward_rows<X, S, true> : forward_rows<X, S, false>;
-    run(data_or_null<X>(x), data_or_null<S>(v_init), data_or_null<X>(*spikes),
+    run(data_or_null<X>(x), data_or_null<S>(v_init), static_cast<S>(v_init_value),
+        data_or_null<X>(*spikes),
         data_or_null<S>(*v_final), data_or_null<S>(*v_seq), data_or_null<S>(*residual),
         call.layout, p);
   });
@@ -141,8 +150,8 @@ ffi::Error BackwardImpl(ffi::AnyBuffer grad_spikes, ffi::AnyBuffer grad_v_seq,
                         ffi::AnyBuffer grad_v_final, ffi::AnyBuffer residual, ffi::AnyBuffer v_init,
                         ffi::Result<ffi::AnyBuffer> grad_x, ffi::Result<ffi::AnyBuffer> grad_v_init,
                         int64_t time_axis, double tau, double v_c, double a0, double v_threshold,
-                        double v_rest, double v_reset, bool hard_reset, bool detach_reset,
-                        int64_t surrogate, double alpha) {
+                        double v_rest, double v_reset, bool hard_reset, double v_init_value,
+                        bool detach_reset, int64_t surrogate, double alpha) {
   BackwardCall call;
   JAXQIF_RETURN_IF_ERROR(check_backward(grad_spikes, grad_v_seq, grad_v_final, residual, v_init,
                                         *grad_x, *grad_v_init, time_axis, surrogate, &call));
@@ -156,7 +165,8 @@ ffi::Error BackwardImpl(ffi::AnyBuffer grad_spikes, ffi::AnyBuffer grad_v_seq,
       backward_rows<kKind, kHardReset, X, S>(
           data_or_null<X>(grad_spikes), data_or_null<S>(grad_v_seq),
           data_or_null<S>(grad_v_final), data_or_null<S>(residual), data_or_null<S>(v_init),
-          data_or_null<X>(*grad_x), data_or_null<S>(*grad_v_init), call.layout, p);
+          static_cast<S>(v_init_value), data_or_null<X>(*grad_x), data_or_null<S>(*grad_v_init),
+          call.layout, p);
     });
   });
   return ffi::Error::Success();

@@ -58,16 +58,17 @@ ffi::Error ForwardImpl(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v_i
                        ffi::Result<ffi::AnyBuffer> spikes, ffi::Result<ffi::AnyBuffer> v_final,
                        ffi::Result<ffi::AnyBuffer> v_seq, ffi::Result<ffi::AnyBuffer> residual,
                        int64_t time_axis, double tau, double v_c, double a0, double v_threshold,
-                       double v_rest, double v_reset, bool hard_reset) {
+                       double v_rest, double v_reset, bool hard_reset, double v_init_value) {
   ForwardCall call;
   JAXQIF_RETURN_IF_ERROR(
       check_forward(x, v_init, *spikes, *v_final, *v_seq, *residual, time_axis, &call));
   if (call.layout.elements() == 0) return ffi::Error::Success();
   JAXQIF_RETURN_IF_ERROR(check_launchable(call.layout));
   const gpu::ForwardLaunch launch{
-      {x.untyped_data(), v_init.untyped_data(), spikes->untyped_data(), v_final->untyped_data(),
-       data_or_null<void>(*v_seq), data_or_null<void>(*residual)},
-      call.layout, call.input_dtype, tau, v_c, a0, v_threshold, v_rest, v_reset, hard_reset};
+      {x.untyped_data(), data_or_null<void>(v_init), spikes->untyped_data(),
+       v_final->untyped_data(), data_or_null<void>(*v_seq), data_or_null<void>(*residual)},
+      call.layout, call.input_dtype, tau, v_c, a0, v_threshold, v_rest, v_reset, hard_reset,
+      v_init_value};
   return launch_status("forward", gpu::launch_forward(launch, stream));
 }
 
@@ -75,8 +76,8 @@ ffi::Error BackwardImpl(cudaStream_t stream, ffi::AnyBuffer grad_spikes, ffi::An
                         ffi::AnyBuffer grad_v_final, ffi::AnyBuffer residual, ffi::AnyBuffer v_init,
                         ffi::Result<ffi::AnyBuffer> grad_x, ffi::Result<ffi::AnyBuffer> grad_v_init,
                         int64_t time_axis, double tau, double v_c, double a0, double v_threshold,
-                        double v_rest, double v_reset, bool hard_reset, bool detach_reset,
-                        int64_t surrogate, double alpha) {
+                        double v_rest, double v_reset, bool hard_reset, double v_init_value,
+                        bool detach_reset, int64_t surrogate, double alpha) {
   BackwardCall call;
   JAXQIF_RETURN_IF_ERROR(check_backward(grad_spikes, grad_v_seq, grad_v_final, residual, v_init,
                                         *grad_x, *grad_v_init, time_axis, surrogate, &call));
@@ -84,10 +85,10 @@ ffi::Error BackwardImpl(cudaStream_t stream, ffi::AnyBuffer grad_spikes, ffi::An
   JAXQIF_RETURN_IF_ERROR(check_launchable(call.layout));
   const gpu::BackwardLaunch launch{
       {data_or_null<void>(grad_spikes), data_or_null<void>(grad_v_seq),
-       data_or_null<void>(grad_v_final), residual.untyped_data(), v_init.untyped_data(),
-       grad_x->untyped_data(), grad_v_init->untyped_data()},
+       data_or_null<void>(grad_v_final), residual.untyped_data(), data_or_null<void>(v_init),
+       grad_x->untyped_data(), data_or_null<void>(*grad_v_init)},
       call.layout, call.input_dtype, tau, v_c, a0, v_threshold, v_rest, v_reset, alpha,
-      hard_reset, detach_reset};
+      hard_reset, detach_reset, v_init_value};
   const cudaError_t status =
       dispatch_surrogate_reset(surrogate, hard_reset, [&]<SurrogateKind kKind, bool kHardReset>() {
         return gpu::launch_backward<kKind, kHardReset>(launch, stream);

@@ -233,7 +233,7 @@ struct Shape {
 
 struct ForwardPointers {
   const void* x;
-  const void* v_init;
+  const void* v_init;  // nullptr: every neuron starts at v_init_value
   void* spikes;
   void* v_final;
   void* v_seq;     // nullptr when not stored
@@ -245,15 +245,26 @@ struct BackwardPointers {
   const void* grad_v_seq;    // nullptr when symbolically zero
   const void* grad_v_final;  // nullptr when symbolically zero
   const void* residual;
-  const void* v_init;
+  const void* v_init;  // nullptr: every neuron starts at v_init_value
   void* grad_x;
-  void* grad_v_init;
+  void* grad_v_init;  // nullptr when v_init is not differentiated
 };
+
+// Every neuron's initial potential in this thread's group.
+template <typename S, int kVec>
+__device__ __forceinline__ Pack<S, kVec> initial_state(const void* v_init, int64_t n,
+                                                        S v_init_value) {
+  if (v_init) return load_pack<S, kVec>(static_cast<const S*>(v_init) + n);
+  Pack<S, kVec> r;
+#pragma unroll
+  for (int k = 0; k < kVec; ++k) r.v[k] = v_init_value;
+  return r;
+}
 
 template <typename X, typename S, bool kHardReset, typename Sh>
 __global__ void __launch_bounds__(128)
     forward_kernel(ForwardPointers ptr, int64_t steps, int64_t inner, int64_t groups,
-                   QifParams<S> p) {
+                   QifParams<S> p, S v_init_value) {
   constexpr int kVec = Sh::kVec, kChunk = Sh::kChunk;
   extern __shared__ __align__(16) unsigned char ring[];
   const int64_t group = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -266,7 +277,7 @@ __global__ void __launch_bounds__(128)
 
   using Reader = StreamReader<Sh::kStaged, 1, kChunk, X, kVec>;
   Reader x(static_cast<const X*>(ptr.x) + offset, 0, steps, inner, ring);
-  Pack<S, kVec> v = load_pack<S, kVec>(static_cast<const S*>(ptr.v_init) + n);
+  Pack<S, kVec> v = initial_state<S, kVec>(ptr.v_init, n, v_init_value);
   for_each_chunk<Sh::kStaged, kChunk, Reader::kAhead>(
       steps, [&](int64_t c) { x.fetch(c); }, [&] { x.next_chunk(); },
       [&](int64_t c, auto full) {
@@ -299,7 +310,7 @@ template <SurrogateKind kKind, bool kHardReset, bool kHasGradVSeq, typename X, t
           typename Sh>
 __global__ void __launch_bounds__(128)
     backward_kernel(BackwardPointers ptr, int64_t steps, int64_t inner, int64_t groups,
-                    QifParams<S> p) {
+                    QifParams<S> p, S v_init_value) {
   constexpr int kVec = Sh::kVec, kChunk = Sh::kChunk;
   constexpr bool kStaged = Sh::kStaged;
   using SpikeReader = StreamReader<kStaged, -1, kChunk, X, kVec>;
@@ -328,7 +339,7 @@ __global__ void __launch_bounds__(128)
   Pack<S, kVec> carry = ptr.grad_v_final
                             ? load_pack<S, kVec>(static_cast<const S*>(ptr.grad_v_final) + n)
                             : zero_pack<S, kVec>();
-  const Pack<S, kVec> v_start = load_pack<S, kVec>(static_cast<const S*>(ptr.v_init) + n);
+  const Pack<S, kVec> v_start = initial_state<S, kVec>(ptr.v_init, n, v_init_value);
   const Pack<X, kVec> no_spike_grad = zero_pack<X, kVec>();
   for_each_chunk<kStaged, kChunk, SpikeReader::kAhead>(
       steps,
@@ -364,7 +375,7 @@ __global__ void __launch_bounds__(128)
           h = hp;
         }
       });
-  store_pack(static_cast<S*>(ptr.grad_v_init) + n, carry);
+  if (ptr.grad_v_init) store_pack(static_cast<S*>(ptr.grad_v_init) + n, carry);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -443,6 +454,7 @@ struct ForwardLaunch {
   ffi::DataType input_dtype;
   double tau, v_c, a0, v_threshold, v_rest, v_reset;
   bool hard_reset;
+  double v_init_value;
 };
 
 struct BackwardLaunch {
@@ -451,6 +463,7 @@ struct BackwardLaunch {
   ffi::DataType input_dtype;
   double tau, v_c, a0, v_threshold, v_rest, v_reset, alpha;
   bool hard_reset, detach_reset;
+  double v_init_value;
 };
 
 inline bool all_aligned(std::initializer_list<const void*> buffers) {
@@ -460,12 +473,13 @@ inline bool all_aligned(std::initializer_list<const void*> buffers) {
 }
 
 // Launches the kernel of one (plan, types) choice on `stream`; returns the launch status.
-template <typename Kernel, typename Args>
+template <typename Kernel, typename Args, typename S>
 cudaError_t launch(Kernel kernel, const LaunchPlan& plan, size_t shared_bytes_per_thread,
-                   cudaStream_t stream, const Args& ptr, const Layout& l, const auto& params) {
+                   cudaStream_t stream, const Args& ptr, const Layout& l,
+                   const QifParams<S>& params, double v_init_value) {
   const size_t shared = shared_bytes_per_thread * plan.threads_per_block;
-  kernel<<<plan.blocks(), plan.threads_per_block, shared, stream>>>(ptr, l.steps, l.inner,
-                                                                    plan.groups, params);
+  kernel<<<plan.blocks(), plan.threads_per_block, shared, stream>>>(
+      ptr, l.steps, l.inner, plan.groups, params, static_cast<S>(v_init_value));
   return cudaGetLastError();
 }
 
@@ -483,9 +497,10 @@ inline cudaError_t launch_forward(const ForwardLaunch& a, cudaStream_t stream) {
     dispatch_plan<X, S, false>(plan.plan, [&]<typename Sh>(Sh) {
       using Reader = StreamReader<Sh::kStaged, 1, Sh::kChunk, X, Sh::kVec>;
       const size_t shared = Sh::kStaged ? Reader::kStagedBytes : 0;
-      status = a.hard_reset
-                   ? launch(forward_kernel<X, S, true, Sh>, plan, shared, stream, a.ptr, a.layout, p)
-                   : launch(forward_kernel<X, S, false, Sh>, plan, shared, stream, a.ptr, a.layout, p);
+      status = a.hard_reset ? launch(forward_kernel<X, S, true, Sh>, plan, shared, stream, a.ptr,
+                                     a.layout, p, a.v_init_value)
+                            : launch(forward_kernel<X, S, false, Sh>, plan, shared, stream, a.ptr,
+                                     a.layout, p, a.v_init_value);
     });
   });
   return status;
@@ -514,9 +529,9 @@ cudaError_t launch_backward(const BackwardLaunch& a, cudaStream_t stream) {
                       : 0;
       status = has_grad_v_seq
                    ? launch(backward_kernel<kKind, kHardReset, true, X, S, Sh>, plan, shared,
-                            stream, a.ptr, a.layout, p)
+                            stream, a.ptr, a.layout, p, a.v_init_value)
                    : launch(backward_kernel<kKind, kHardReset, false, X, S, Sh>, plan, shared,
-                            stream, a.ptr, a.layout, p);
+                            stream, a.ptr, a.layout, p, a.v_init_value);
     });
   });
   return status;

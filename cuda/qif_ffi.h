@@ -101,8 +101,9 @@ struct ForwardCall {
   bool save_residual;
 };
 
-// Forward: x [.., T, ..], v_init [neurons] -> spikes (x's dtype), v_final, v_seq (optional),
-// residual H (optional, state dtype).
+// Forward: x [.., T, ..], v_init [neurons] (optional: absent, every neuron starts at the
+// v_init_value attribute) -> spikes (x's dtype), v_final, v_seq (optional), residual H
+// (optional, state dtype).
 inline ffi::Error check_forward(const ffi::AnyBuffer& x, const ffi::AnyBuffer& v_init,
                                 const ffi::AnyBuffer& spikes, const ffi::AnyBuffer& v_final,
                                 const ffi::AnyBuffer& v_seq, const ffi::AnyBuffer& residual,
@@ -113,7 +114,7 @@ inline ffi::Error check_forward(const ffi::AnyBuffer& x, const ffi::AnyBuffer& v
   JAXQIF_RETURN_IF_ERROR(decode_layout(x.dimensions(), time_axis, &call->layout));
   const Layout& l = call->layout;
   const ffi::DataType in = x.element_type(), st = state_dtype_for(in);
-  JAXQIF_RETURN_IF_ERROR(check_buffer("v_init", v_init, st, l.neurons(), false));
+  JAXQIF_RETURN_IF_ERROR(check_buffer("v_init", v_init, st, l.neurons(), true));
   JAXQIF_RETURN_IF_ERROR(check_buffer("spikes", spikes, in, l.elements(), false));
   JAXQIF_RETURN_IF_ERROR(check_buffer("v_final", v_final, st, l.neurons(), false));
   JAXQIF_RETURN_IF_ERROR(check_buffer("v_seq", v_seq, st, l.elements(), true));
@@ -132,8 +133,9 @@ struct BackwardCall {
   bool has_grad_v_final;
 };
 
-// Backward: cotangents of (spikes, v_seq, v_final), each optional, the residual H and v_init ->
-// grad_x (x's dtype) and grad_v_init (state dtype).
+// Backward: cotangents of (spikes, v_seq, v_final), each optional, the residual H and v_init
+// (optional, as in the forward) -> grad_x (x's dtype) and grad_v_init (state dtype; optional:
+// absent when v_init is not differentiated).
 inline ffi::Error check_backward(const ffi::AnyBuffer& grad_spikes, const ffi::AnyBuffer& grad_v_seq,
                                  const ffi::AnyBuffer& grad_v_final, const ffi::AnyBuffer& residual,
                                  const ffi::AnyBuffer& v_init, const ffi::AnyBuffer& grad_x,
@@ -153,9 +155,9 @@ inline ffi::Error check_backward(const ffi::AnyBuffer& grad_spikes, const ffi::A
   JAXQIF_RETURN_IF_ERROR(check_buffer("grad_spikes", grad_spikes, in, l.elements(), true));
   JAXQIF_RETURN_IF_ERROR(check_buffer("grad_v_seq", grad_v_seq, st, l.elements(), true));
   JAXQIF_RETURN_IF_ERROR(check_buffer("grad_v_final", grad_v_final, st, l.neurons(), true));
-  JAXQIF_RETURN_IF_ERROR(check_buffer("v_init", v_init, st, l.neurons(), false));
+  JAXQIF_RETURN_IF_ERROR(check_buffer("v_init", v_init, st, l.neurons(), true));
   JAXQIF_RETURN_IF_ERROR(check_buffer("grad_x", grad_x, in, l.elements(), false));
-  JAXQIF_RETURN_IF_ERROR(check_buffer("grad_v_init", grad_v_init, st, l.neurons(), false));
+  JAXQIF_RETURN_IF_ERROR(check_buffer("grad_v_init", grad_v_init, st, l.neurons(), true));
   call->input_dtype = in;
   call->has_grad_spikes = grad_spikes.element_count() != 0;
   call->has_grad_v_seq = grad_v_seq.element_count() != 0;
@@ -164,11 +166,12 @@ inline ffi::Error check_backward(const ffi::AnyBuffer& grad_spikes, const ffi::A
 }
 
 // Neuron attributes every handler takes (Python floats arrive as f64, ints as i64), appended to
-// an ffi::Ffi::Bind() chain. The backward adds the surrogate and detach_reset.
+// an ffi::Ffi::Bind() chain. v_init_value is every neuron's initial potential when the v_init
+// buffer is absent (no array filled with it is read or written). The backward adds the surrogate and detach_reset.
 #define JAXQIF_NEURON_ATTRS                                                       \
   .Attr<int64_t>("time_axis").Attr<double>("tau").Attr<double>("v_c")            \
       .Attr<double>("a0").Attr<double>("v_threshold").Attr<double>("v_rest")     \
-      .Attr<double>("v_reset").Attr<bool>("hard_reset")
+      .Attr<double>("v_reset").Attr<bool>("hard_reset").Attr<double>("v_init_value")
 #define JAXQIF_BACKWARD_ATTRS \
   JAXQIF_NEURON_ATTRS.Attr<bool>("detach_reset").Attr<int64_t>("surrogate").Attr<double>("alpha")
 

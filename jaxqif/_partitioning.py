@@ -116,7 +116,8 @@ def _partition(call: _Call, mesh, arg_shapes, result_shape):
                 f"jaxqif: cannot replicate the time axis of {call.primitive.name}'s "
                 f"{seq_result.sharding}; shard its operands with a jax.sharding.NamedSharding")
         seq_sharding = seq_result.sharding
-        neuron_sharding = next(r for r in result_shape if not is_seq(r)).sharding
+        # (a backward with a constant start has no neuron-shaped result, nor operand)
+        neuron_sharding = next((r.sharding for r in result_shape if not is_seq(r)), None)
     pick = lambda s: seq_sharding if is_seq(s) else neuron_sharding
     return mesh, call.bind, [pick(r) for r in result_shape], tuple(map(pick, arg_shapes))
 

@@ -75,9 +75,7 @@ def qif_multistep(
         raise ValueError(f"x_seq must have at least one time step, got T = 0 on axis {time_axis}")
     st = state_dtype(x_seq.dtype)
     neuron_shape = x_seq.shape[:time_axis] + x_seq.shape[time_axis + 1 :]
-    if v_init is None:
-        v_init = jnp.full(neuron_shape, config.default_v_init, st)
-    else:
+    if v_init is not None:
         v_init = _check_input("v_init", v_init)
         if v_init.shape != neuron_shape:
             raise ValueError(
@@ -85,15 +83,19 @@ def qif_multistep(
                 f"got {v_init.shape}"
             )
         v_init = v_init.astype(st)
+    default_start = lambda: jnp.full(neuron_shape, config.default_v_init, st)
 
     if np.prod(neuron_shape, dtype=np.int64) == 0:  # no neurons: nothing to launch
         v_seq = jnp.zeros(x_seq.shape, st) if store_v_seq else None
-        return jnp.zeros(x_seq.shape, x_seq.dtype), v_init, v_seq
+        v_final = default_start() if v_init is None else v_init
+        return jnp.zeros(x_seq.shape, x_seq.dtype), v_final, v_seq
 
     if _resolve_backend(backend, config.surrogate, x_seq) == "jax":
+        v_init = default_start() if v_init is None else v_init
         return reference.multistep(config, x_seq, v_init, time_axis, store_v_seq)
     from jaxqif.autodiff import fused_multistep
 
+    # The kernels start from the default themselves: no array of it is filled or read.
     return fused_multistep(config, time_axis, store_v_seq)(x_seq, v_init)
 
 

@@ -25,16 +25,32 @@ def _outputs(outs, store_v_seq):
 
 @functools.cache
 def fused_multistep(config: NeuronConfig, time_axis: int, store_v_seq: bool):
-    """(x_seq, v_init) -> (spikes, v_final, v_seq or None), differentiable in both inputs."""
-    params = dict(config=config, time_axis=time_axis, store_v_seq=store_v_seq)
+    """(x_seq, v_init) -> (spikes, v_final, v_seq or None), differentiable in both inputs.
+    v_init=None starts every neuron at config.default_v_init without making an array of it."""
+    multistep = _fused(config, time_axis, store_v_seq, constant_start=False)
+    multistep_from_default = _fused(config, time_axis, store_v_seq, constant_start=True)
 
-    @jax.custom_vjp
-    def multistep(x_seq, v_init):
-        return _outputs(bind(forward_p, x_seq, v_init, save_residual=False, **params), store_v_seq)
+    def call(x_seq, v_init):
+        if v_init is None:
+            return multistep_from_default(x_seq)
+        return multistep(*_vary_alike(x_seq, v_init))
 
-    def multistep_fwd(x_seq, v_init):
-        x_seq, v_init = x_seq.value, v_init.value
-        *outs, residual = bind(forward_p, x_seq, v_init, save_residual=True, **params)
+    return call
+
+
+def _fused(config: NeuronConfig, time_axis: int, store_v_seq: bool, constant_start: bool):
+    """The custom-VJP function of (x_seq, v_init), or of x_seq alone with constant_start."""
+    v_init_value = config.default_v_init if constant_start else None
+    params = dict(config=config, time_axis=time_axis, store_v_seq=store_v_seq,
+                  v_init_value=v_init_value)
+
+    def multistep(x_seq, *v_init):
+        return _outputs(bind(forward_p, x_seq, *v_init, save_residual=False, **params),
+                        store_v_seq)
+
+    def multistep_fwd(x_seq, *v_init):
+        x_seq, v_init = x_seq.value, tuple(v.value for v in v_init)
+        *outs, residual = bind(forward_p, x_seq, *v_init, save_residual=True, **params)
         return _outputs(outs, store_v_seq), (residual, v_init)
 
     def multistep_bwd(saved, cotangents):
@@ -44,23 +60,29 @@ def fused_multistep(config: NeuronConfig, time_axis: int, store_v_seq: bool):
         input_dtype = np.dtype(g_spikes.dtype)  # a SymbolicZero carries its aval's dtype too
         given = [g for g in (g_spikes, g_v_seq, g_v_final) if present(g)]
         if not given:
-            return jax.numpy.zeros(residual.shape, input_dtype), jax.numpy.zeros_like(v_init)
-        grad_x, grad_v_init = bind(
-            backward_p, *given, residual, v_init, config=config, time_axis=time_axis,
+            return (jax.numpy.zeros(residual.shape, input_dtype),
+                    *(jax.numpy.zeros_like(v) for v in v_init))
+        return tuple(bind(
+            backward_p, *given, residual, *v_init, config=config, time_axis=time_axis,
             input_dtype=input_dtype, has_grad_spikes=present(g_spikes),
             has_grad_v_seq=present(g_v_seq), has_grad_v_final=present(g_v_final),
-        )
-        return grad_x, grad_v_init
+            v_init_value=v_init_value,
+        ))
 
-    multistep.defvjp(multistep_fwd, multistep_bwd, symbolic_zeros=True)
-    return lambda x_seq, v_init: multistep(*_vary_alike(x_seq, v_init))
+    if constant_start:
+        function = jax.custom_vjp(lambda x_seq: multistep(x_seq))
+    else:
+        function = jax.custom_vjp(lambda x_seq, v_init: multistep(x_seq, v_init))
+    function.defvjp(multistep_fwd, multistep_bwd, symbolic_zeros=True)
+    return function
 
 
 def _vary_alike(x_seq, v_init):
-    """Inside shard_map, x_seq and v_init may vary over different mesh axes (v_init=None makes
-    one that is the same on every device), while the outputs vary over both. Each is cast the
-    way a binary op would cast it, by adding a zero that varies like the other (XLA drops the
-    addition), so that autodiff sums a shared v_init's gradient over the devices using it."""
+    """Inside shard_map, x_seq and v_init may vary over different mesh axes (a v_init made
+    outside the shard_map is the same on every device), while the outputs vary over both.
+    Each is cast the way a binary op would cast it, by adding a zero that varies like the other
+    (XLA drops the addition), so that autodiff sums a shared v_init's gradient over the devices
+    using it."""
     if not jax.sharding.get_abstract_mesh().manual_axes:
         return x_seq, v_init
     x_seq = x_seq + jax.lax.full_like(v_init, 0, x_seq.dtype, x_seq.shape)

@@ -24,13 +24,16 @@ from jaxqif._config import NeuronConfig, state_dtype
 ShapedArray = jax.core.ShapedArray
 
 # ---------------------------------------------------------------------------------------------
-# forward: (x, v_init) -> spikes, v_final, [v_seq], [residual H]
+# forward: (x, [v_init]) -> spikes, v_final, [v_seq], [residual H]
+# v_init_value: None, or every neuron's initial potential, given instead of a v_init operand (the
+# default start: no array filled with it is made or read).
 
 forward_p = Primitive("qif_forward")
 forward_p.multiple_results = True
 
 
-def _forward_abstract_eval(x, v_init, *, config, time_axis, store_v_seq, save_residual):
+def _forward_abstract_eval(x, *v_init, config, time_axis, store_v_seq, save_residual,
+                           v_init_value):
     st = state_dtype(x.dtype)
     outs = [_seq_aval(x, x.dtype), _neuron_aval(x, time_axis, st)]
     outs += [_seq_aval(x, st)] * (int(store_v_seq) + int(save_residual))
@@ -40,7 +43,7 @@ def _forward_abstract_eval(x, v_init, *, config, time_axis, store_v_seq, save_re
 forward_p.def_abstract_eval(_forward_abstract_eval)
 
 
-def _neuron_attrs(config: NeuronConfig, time_axis: int) -> dict:
+def _neuron_attrs(config: NeuronConfig, time_axis: int, v_init_value) -> dict:
     return dict(
         time_axis=np.int64(time_axis),
         tau=np.float64(config.tau),
@@ -50,94 +53,116 @@ def _neuron_attrs(config: NeuronConfig, time_axis: int) -> dict:
         v_rest=np.float64(config.v_rest),
         v_reset=np.float64(config.v_reset if config.hard_reset else 0.0),
         hard_reset=np.bool_(config.hard_reset),
+        v_init_value=np.float64(0.0 if v_init_value is None else v_init_value),
     )
 
 
-def _forward_lowering(ctx, x, v_init, *, config, time_axis, store_v_seq, save_residual):
-    # The handler always has four results; an unused one is given zero elements.
+def _absent(dtype):
+    """A zero-element operand: the handlers read it as "not given"."""
+    return mlir.ir_constant(np.zeros((0,), dtype)), ShapedArray((0,), dtype)
+
+
+def _forward_lowering(ctx, x, *v_init, config, time_axis, store_v_seq, save_residual,
+                      v_init_value):
+    # The handler always has two operands and four results; an absent one has zero elements.
     x_aval = ctx.avals_in[0]
-    absent = ShapedArray((0,), state_dtype(x_aval.dtype))
-    full = ShapedArray(x_aval.shape, state_dtype(x_aval.dtype))
+    st = state_dtype(x_aval.dtype)
+    avals_in, operands = list(ctx.avals_in), [x, *v_init]
+    if v_init_value is not None:
+        value, aval = _absent(st)
+        operands.append(value)
+        avals_in.append(aval)
+    full = ShapedArray(x_aval.shape, st)
     wanted = [True, True, store_v_seq, save_residual]
-    avals_out = list(ctx.avals_out[:2]) + [full if w else absent for w in wanted[2:]]
+    avals_out = list(ctx.avals_out[:2]) + [full if w else _absent(st)[1] for w in wanted[2:]]
     results = jax.ffi.ffi_lowering(_library.FORWARD_TARGET)(
-        ctx.replace(avals_out=avals_out), x, v_init, **_neuron_attrs(config, time_axis)
+        ctx.replace(avals_in=avals_in, avals_out=avals_out), *operands,
+        **_neuron_attrs(config, time_axis, v_init_value),
     )
     return [r for r, w in zip(results, wanted) if w]
 
 
-def _forward_batching(args, dims, *, config, time_axis, store_v_seq, save_residual):
-    x, v_init = args
-    x_dim, v_dim = dims
+def _forward_batching(args, dims, *, config, time_axis, store_v_seq, save_residual,
+                      v_init_value):
+    x, *v_init = args
+    x_dim, *v_dim = dims
     size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
     if x_dim is None:  # only v_init is batched: x must be repeated for every member
         x, x_dim = _broadcast_at(x, size, 0), 0
     time_axis, v_target = _fold_batch_axis(time_axis, x_dim)
-    v_init = _batch_at(v_init, v_dim, v_target, size)
+    v_init = [_batch_at(v, d, v_target, size) for v, d in zip(v_init, v_dim)]
     outs = _partitioning.bind(
-        forward_p, x, v_init, config=config, time_axis=time_axis, store_v_seq=store_v_seq,
-        save_residual=save_residual,
+        forward_p, x, *v_init, config=config, time_axis=time_axis, store_v_seq=store_v_seq,
+        save_residual=save_residual, v_init_value=v_init_value,
     )
     return outs, [x_dim, v_target] + [x_dim] * (len(outs) - 2)
 
 
 # ---------------------------------------------------------------------------------------------
-# backward: ([grad_spikes], [grad_v_seq], [grad_v_final], residual, v_init) -> grad_x, grad_v_init
-# Cotangents that are symbolically zero are left out (has_* = False) and never read.
+# backward: ([grad_spikes], [grad_v_seq], [grad_v_final], residual, [v_init]) ->
+#           grad_x, [grad_v_init]
+# Cotangents that are symbolically zero are left out (has_* = False) and never read. With
+# v_init_value (a constant start, as in the forward) there is no v_init and no grad_v_init.
 
 backward_p = Primitive("qif_backward")
 backward_p.multiple_results = True
 
 
-def _split_backward_operands(operands, has_grad_spikes, has_grad_v_seq, has_grad_v_final):
+def _split_backward_operands(operands, has_grad_spikes, has_grad_v_seq, has_grad_v_final,
+                             v_init_value):
     operands = list(operands)
     take = lambda present: operands.pop(0) if present else None
-    g_spikes, g_v_seq, g_v_final = (
-        take(has_grad_spikes), take(has_grad_v_seq), take(has_grad_v_final)
+    g_spikes, g_v_seq, g_v_final, residual, v_init = (
+        take(has_grad_spikes), take(has_grad_v_seq), take(has_grad_v_final), take(True),
+        take(v_init_value is None),
     )
-    residual, v_init = operands
     return g_spikes, g_v_seq, g_v_final, residual, v_init
 
 
 def _backward_abstract_eval(*operands, config, time_axis, input_dtype, has_grad_spikes,
-                            has_grad_v_seq, has_grad_v_final):
-    *_, residual, v_init = operands
-    return [_seq_aval(residual, input_dtype), _neuron_aval(residual, time_axis, v_init.dtype)]
+                            has_grad_v_seq, has_grad_v_final, v_init_value):
+    residual = _split_backward_operands(operands, has_grad_spikes, has_grad_v_seq,
+                                        has_grad_v_final, v_init_value)[3]
+    outs = [_seq_aval(residual, input_dtype)]
+    if v_init_value is None:
+        outs.append(_neuron_aval(residual, time_axis, residual.dtype))
+    return outs
 
 
 backward_p.def_abstract_eval(_backward_abstract_eval)
 
 
 def _backward_lowering(ctx, *operands, config, time_axis, input_dtype, has_grad_spikes,
-                       has_grad_v_seq, has_grad_v_final):
-    # The handler always takes five operands; an absent cotangent is given zero elements.
+                       has_grad_v_seq, has_grad_v_final, v_init_value):
+    # The handler always takes five operands and has two results; an absent one (a zero
+    # cotangent; v_init and grad_v_init with a constant start) is given zero elements.
     st = state_dtype(input_dtype)
-    present = (has_grad_spikes, has_grad_v_seq, has_grad_v_final, True, True)
-    dtypes = (input_dtype, st, st, None, None)
+    constant_start = v_init_value is not None
+    present = (has_grad_spikes, has_grad_v_seq, has_grad_v_final, True, not constant_start)
+    dtypes = (input_dtype, st, st, st, st)
     values, avals = list(operands), list(ctx.avals_in)
     full_values, full_avals = [], []
     for is_present, dtype in zip(present, dtypes):
-        if is_present:
-            full_values.append(values.pop(0))
-            full_avals.append(avals.pop(0))
-        else:
-            full_values.append(mlir.ir_constant(np.zeros((0,), dtype)))
-            full_avals.append(ShapedArray((0,), dtype))
-    attrs = _neuron_attrs(config, time_axis)
+        value, aval = (values.pop(0), avals.pop(0)) if is_present else _absent(dtype)
+        full_values.append(value)
+        full_avals.append(aval)
+    avals_out = list(ctx.avals_out) + ([_absent(st)[1]] if constant_start else [])
+    attrs = _neuron_attrs(config, time_axis, v_init_value)
     attrs.update(
         detach_reset=np.bool_(config.detach_reset),
         surrogate=np.int64(config.surrogate.kernel_id),
         alpha=np.float64(config.surrogate.alpha),
     )
-    return jax.ffi.ffi_lowering(_library.BACKWARD_TARGET)(
-        ctx.replace(avals_in=full_avals), *full_values, **attrs
+    results = jax.ffi.ffi_lowering(_library.BACKWARD_TARGET)(
+        ctx.replace(avals_in=full_avals, avals_out=avals_out), *full_values, **attrs
     )
+    return results[: len(ctx.avals_out)]
 
 
 def _backward_batching(args, dims, *, config, time_axis, input_dtype, has_grad_spikes,
-                       has_grad_v_seq, has_grad_v_final):
+                       has_grad_v_seq, has_grad_v_final, v_init_value):
     flags = dict(has_grad_spikes=has_grad_spikes, has_grad_v_seq=has_grad_v_seq,
-                 has_grad_v_final=has_grad_v_final)
+                 has_grad_v_final=has_grad_v_final, v_init_value=v_init_value)
     g_spikes, g_v_seq, g_v_final, residual, v_init = _split_backward_operands(args, **flags)
     d_spikes, d_v_seq, d_v_final, d_residual, d_v_init = _split_backward_operands(dims, **flags)
     size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
@@ -152,12 +177,14 @@ def _backward_batching(args, dims, *, config, time_axis, input_dtype, has_grad_s
         operands.append(_batch_at(g_v_seq, d_v_seq, seq_dim, size))
     if has_grad_v_final:
         operands.append(_batch_at(g_v_final, d_v_final, neuron_dim, size))
-    operands += [residual, _batch_at(v_init, d_v_init, neuron_dim, size)]
+    operands.append(residual)
+    if v_init_value is None:
+        operands.append(_batch_at(v_init, d_v_init, neuron_dim, size))
     outs = _partitioning.bind(
         backward_p, *operands, config=config, time_axis=new_time_axis, input_dtype=input_dtype,
         **flags,
     )
-    return outs, [seq_dim, neuron_dim]
+    return outs, [seq_dim, neuron_dim][: len(outs)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ fi
 
 if has test; then
   step "GPU tests"
-  python3 -m pytest -q -m gpu -n 8 -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.log" | tail -15
+  python3 -m pytest -q -m gpu -n 12 -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.log" | tail -15
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 fi
 

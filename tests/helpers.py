@@ -35,7 +35,8 @@ def make_inputs(shape, time_axis, dtype, seed=0):
 
 
 def loss_and_grads(backend, x, v, weights, **params):
-    """A scalar loss that uses every output, and its gradients w.r.t. x and v_init."""
+    """A scalar loss that uses every output, and its gradients w.r.t. x and v_init; with
+    v=None (the default start), the gradient w.r.t. x alone (and None for v_init)."""
 
     def loss(x, v):
         spikes, v_final, v_seq = jaxqif.qif_multistep(x, v, backend=backend, **params)
@@ -44,6 +45,9 @@ def loss_and_grads(backend, x, v, weights, **params):
             total = total + jnp.sum(v_seq * weights)
         return total, (spikes, v_final, v_seq)
 
+    if v is None:
+        grad_x, outs = jax.jit(jax.grad(lambda x: loss(x, None), has_aux=True))(x)
+        return (grad_x, None), outs
     return jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))(x, v)
 
 

@@ -2,7 +2,8 @@
 // times memcheck, crash inside JAX processes). scripts/gpu_check.sh links it with the seven
 // backward translation units (cuda/qif_cuda_backward.cu) and runs it under racecheck and
 // memcheck. Covers every launch plan, dtype and reset mode of the forward (with residual and
-// v_seq) and of the backward (with and without grad_v_seq): with every surrogate on the layouts
+// v_seq) and of the backward (with and without grad_v_seq, the former also with a constant
+// v_init and no grad_v_init): with every surrogate on the layouts
 // with few neurons, with one on the large ones. Exits nonzero on any CUDA error.
 #include <cstdio>
 #include <cstdlib>
@@ -68,13 +69,15 @@ void run(ffi::DataType dtype, const Layout& l, bool hard_reset, bool grad_v_seq,
   X* grad_x = filled<X>(e, 0.0f);
   S* grad_v_init = filled<S>(n, 0.0f);
   const double v_reset = hard_reset ? -0.1 : 0.0;
-  const gpu::ForwardLaunch forward{{x, v_init, spikes, v_final, v_seq, residual}, l, dtype,
-                                   2.0, 0.8, 1.0, 1.0, 0.0, v_reset, hard_reset};
+  // grad_v_seq runs also start from the constant v_init_value and skip grad_v_init.
+  const gpu::ForwardLaunch forward{
+      {x, grad_v_seq ? nullptr : v_init, spikes, v_final, v_seq, residual}, l, dtype, 2.0, 0.8,
+      1.0, 1.0, 0.0, v_reset, hard_reset, v_reset};
   check(gpu::launch_forward(forward, nullptr), "forward launch");
   const gpu::BackwardLaunch backward{
-      {grad_spikes, grad_v_seq ? grad_v : nullptr, grad_v_final, residual, v_init, grad_x,
-       grad_v_init},
-      l, dtype, 2.0, 0.8, 1.0, 1.0, 0.0, v_reset, 4.0, hard_reset, false};
+      {grad_spikes, grad_v_seq ? grad_v : nullptr, grad_v_final, residual,
+       grad_v_seq ? nullptr : v_init, grad_x, grad_v_seq ? nullptr : grad_v_init},
+      l, dtype, 2.0, 0.8, 1.0, 1.0, 0.0, v_reset, 4.0, hard_reset, false, v_reset};
   check(dispatch_surrogate_reset(surrogate, hard_reset,
                                  [&]<SurrogateKind kKind, bool kHardReset>() {
                                    return gpu::launch_backward<kKind, kHardReset>(backward, nullptr);

@@ -205,4 +205,5 @@ def test_handler_errors_become_python_exceptions():
     bad_v = jnp.ones((5,), jnp.float32)  # 5 neurons instead of 3
     with pytest.raises(Exception, match="v_init has 5 elements, expected 3"):
         jax.block_until_ready(forward_p.bind(
-            x, bad_v, config=NeuronConfig(), time_axis=0, store_v_seq=False, save_residual=False))
+            x, bad_v, config=NeuronConfig(), time_axis=0, store_v_seq=False, save_residual=False,
+            v_init_value=None))

@@ -146,3 +146,23 @@ def test_backward_without_spike_cotangent(layout):
     gx_r, gv_r = grad(*_on(_gpu(), x, v), "jax")
     assert_close(gx, gx_r, 1e-5, "grad x_seq")
     assert_close(gv, gv_r, 1e-5, "grad v_init")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
+@pytest.mark.parametrize("v_reset", [-0.1, None], ids=["hard", "soft"])
+@pytest.mark.parametrize("layout", LAYOUTS[:1] + LARGE_LAYOUTS, ids=lambda l: f"{l[0]}")
+def test_default_start_matches_cpu_kernel(layout, v_reset, dtype):
+    """v_init=None in every launch plan: the kernels start from the default value themselves,
+    with no v_init read and no grad_v_init written."""
+    shape, time_axis = layout
+    x, _ = make_inputs(shape, time_axis, dtype, seed=15)
+    weights = jax.random.normal(jax.random.key(16), shape, jnp.float64)
+    params = dict(v_reset=v_reset, store_v_seq=True, time_axis=time_axis)
+    (gx, _), (spikes, vf, vs) = loss_and_grads("ffi", *_on(_gpu(), x), None,
+                                               *_on(_gpu(), weights), **params)
+    (gx_c, _), (spikes_c, vf_c, vs_c) = loss_and_grads("ffi", *_on(_cpu(), x), None,
+                                                       *_on(_cpu(), weights), **params)
+    np.testing.assert_array_equal(np.asarray(spikes, np.float64), np.asarray(spikes_c, np.float64))
+    np.testing.assert_array_equal(vf, vf_c)
+    np.testing.assert_array_equal(vs, vs_c)
+    assert_close(gx, gx_c, TOLERANCES[jnp.dtype(dtype)]["grad"], "grad x_seq")

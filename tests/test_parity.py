@@ -1,6 +1,7 @@
 """The fused FFI kernel against the pure-JAX reference: outputs and gradients."""
 
 import itertools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -83,3 +84,47 @@ def test_surrogate_formulas_match_kernel_gradients():
             x, jnp.zeros(61, jnp.float64), surrogate=surrogate, backend="ffi")[0].sum())(x)
         expected = surrogate.derivative(h_minus_th) / 2.0
         assert_close(grad[0], expected, 1e-12, type(surrogate).__name__)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
+@pytest.mark.parametrize("store_v_seq", [False, True], ids=["", "store_v_seq"])
+@pytest.mark.parametrize("v_reset", [-0.1, None], ids=["hard", "soft"])
+def test_default_start(v_reset, store_v_seq, dtype):
+    """v_init=None: the kernels start every neuron at the default themselves (no array of it).
+    The same as an explicit v_init of that value in the kernel, and as the reference."""
+    shape, time_axis = (9, 5, 4), 0
+    x, _ = make_inputs(shape, time_axis, dtype, seed=21)
+    weights = jax.random.normal(jax.random.key(22), shape, jnp.float64)
+    params = dict(v_reset=v_reset, store_v_seq=store_v_seq, time_axis=time_axis)
+    st = jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
+    explicit = jnp.full((5, 4), -0.1 if v_reset is not None else 0.0, st)
+    tol = TOLERANCES[jnp.dtype(dtype)]
+
+    (gx, gv), (spikes, vf, vs) = loss_and_grads("ffi", x, None, weights, **params)
+    assert gv is None
+    (gx_e, _), (spikes_e, vf_e, vs_e) = loss_and_grads("ffi", x, explicit, weights, **params)
+    np.testing.assert_array_equal(np.asarray(spikes, np.float64), np.asarray(spikes_e, np.float64))
+    np.testing.assert_array_equal(vf, vf_e)
+    np.testing.assert_array_equal(gx, gx_e)
+    if store_v_seq:
+        np.testing.assert_array_equal(vs, vs_e)
+
+    (gx_r, _), (spikes_r, vf_r, _) = loss_and_grads("jax", x, None, weights, **params)
+    np.testing.assert_array_equal(np.asarray(spikes, np.float64), np.asarray(spikes_r, np.float64))
+    assert_close(vf, vf_r, tol["v"], "v_final vs reference")
+    assert_close(gx, gx_r, tol["grad"], "grad x_seq vs reference")
+
+
+def test_default_start_adds_no_work_around_the_kernels():
+    """No fill of v_init, no copy: the compiled inference and backward programs hold only the
+    custom calls, their zero-element placeholder operands and tuple plumbing."""
+    x = jnp.ones((8, 6), jnp.float32)
+    infer = jax.jit(lambda x: jaxqif.qif_multistep(x, backend="ffi")[0])
+    vjp = jax.jit(lambda x, g: jax.vjp(
+        lambda x: jaxqif.qif_multistep(x, backend="ffi")[0], x)[1](g))
+    for compiled in (infer.lower(x).compile(), vjp.lower(x, x).compile()):
+        entry = compiled.as_text().split("ENTRY", 1)[1]
+        ops = {re.search(r"\s([a-z][a-z0-9-]*)\(", line.split(" = ", 1)[1]).group(1)
+               for line in entry.splitlines() if " = " in line}
+        assert ops <= {"parameter", "constant", "custom-call", "get-tuple-element", "tuple"}, ops
+        assert "custom-call" in ops
