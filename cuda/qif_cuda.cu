@@ -27,15 +27,6 @@ int multiprocessor_count() {
   return count;
 }
 
-// Compiled in qif_cuda_backward.cu, one translation unit per surrogate.
-JAXQIF_BACKWARD_INSTANCES(extern, kSigmoid)
-JAXQIF_BACKWARD_INSTANCES(extern, kATan)
-JAXQIF_BACKWARD_INSTANCES(extern, kPiecewiseQuadratic)
-JAXQIF_BACKWARD_INSTANCES(extern, kPiecewiseExp)
-JAXQIF_BACKWARD_INSTANCES(extern, kSoftSign)
-JAXQIF_BACKWARD_INSTANCES(extern, kSuperSpike)
-JAXQIF_BACKWARD_INSTANCES(extern, kErf)
-
 }  // namespace gpu
 
 namespace {

@@ -544,4 +544,14 @@ cudaError_t launch_backward(const BackwardLaunch& a, cudaStream_t stream) {
   PREFIX template cudaError_t launch_backward<SurrogateKind::KIND, false>(                \
       const BackwardLaunch&, cudaStream_t);
 
+// Every includer uses the instances compiled in qif_cuda_backward.cu (which defines one
+// surrogate's after this declaration), instead of compiling its own.
+JAXQIF_BACKWARD_INSTANCES(extern, kSigmoid)
+JAXQIF_BACKWARD_INSTANCES(extern, kATan)
+JAXQIF_BACKWARD_INSTANCES(extern, kPiecewiseQuadratic)
+JAXQIF_BACKWARD_INSTANCES(extern, kPiecewiseExp)
+JAXQIF_BACKWARD_INSTANCES(extern, kSoftSign)
+JAXQIF_BACKWARD_INSTANCES(extern, kSuperSpike)
+JAXQIF_BACKWARD_INSTANCES(extern, kErf)
+
 }  // namespace jaxqif::gpu

@@ -12,14 +12,6 @@
 #include "qif_cuda_kernels.cuh"
 
 namespace jaxqif::gpu {
-JAXQIF_BACKWARD_INSTANCES(extern, kSigmoid)
-JAXQIF_BACKWARD_INSTANCES(extern, kATan)
-JAXQIF_BACKWARD_INSTANCES(extern, kPiecewiseQuadratic)
-JAXQIF_BACKWARD_INSTANCES(extern, kPiecewiseExp)
-JAXQIF_BACKWARD_INSTANCES(extern, kSoftSign)
-JAXQIF_BACKWARD_INSTANCES(extern, kSuperSpike)
-JAXQIF_BACKWARD_INSTANCES(extern, kErf)
-
 int multiprocessor_count() {
   int device = 0, value = 0;
   cudaGetDevice(&device);
