@@ -1,17 +1,19 @@
 // Fused CUDA forward and BPTT kernels of the QIF neuron, and the host code that launches them.
 //
-// One thread walks a group of kVec adjacent neurons through all T steps. The recurrence is
-// serial, but the loads it consumes (x[t]; in the backward grad_spikes[t], grad_v_seq[t] and
+// One thread walks a group of kVec adjacent neurons through all T steps (the segmented backward
+// splits them). The recurrence is serial, but the loads it consumes (x[t]; in the backward grad_spikes[t], grad_v_seq[t] and
 // H[t-1]) do not depend on it, so they are issued well ahead of the step that needs them (see
 // StreamReader). Streams are touched exactly once: loads and stores use evict-first hints.
 //
-// Five launch plans, chosen per call (choose_plan):
+// Six launch plans, chosen per call (choose_plan):
 //  * wide: 16 bytes of the widest stream per step per thread, when there are enough neurons to
 //    fill the GPU; short sequences need the wide accesses to keep enough bytes in flight;
 //  * narrow: one neuron per thread when groups of 16 bytes do not fit the layout;
-//  * staged deep / staged shallow: too few neurons to fill the GPU (long sequences of a small
-//    layer). Each thread then prefetches whole chunks of steps into shared memory with
+//  * staged deep / staged shallow (forward): too few neurons to fill the GPU (long sequences of
+//    a small layer). Each thread then prefetches whole chunks of steps into shared memory with
 //    asynchronous copies, far deeper than registers allow;
+//  * segmented (backward, same layouts): the time axis split over several warps, whose affine
+//    pieces of the BPTT recurrence are chained through shared memory;
 //  * narrow long: few neurons that cannot be staged, one per thread with long register chunks.
 // The backward is compiled once per surrogate, each in its own translation unit
 // (qif_cuda_backward.cu), so the library builds in parallel.
@@ -22,6 +24,7 @@
 #include <cuda_pipeline.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 
@@ -108,32 +111,35 @@ __device__ __forceinline__ void store_pack(T* p, const Pack<T, kVec>& value) {
 constexpr int kSlots = 4;
 
 // Reads one stream for this thread's neurons, in chunks of kChunk steps: slot u of chunk c is
-// step first + kDirection * (c * kChunk + u). Steps outside [0, T) are never read. The kernel
+// step first + kDirection * (c * stride + u), stride = kChunk unless given (the segmented
+// backward's chunks are W * kChunk steps apart). Steps outside [0, T) are never read. The kernel
 // calls fetch(c + kAhead) before it takes the values of chunk c, then next_chunk().
 //  kStaged = false: two register buffers of kChunk values: chunk c + 1 loads while chunk c is
 //    computed (kAhead = 1).
-//  kStaged = true: whole chunks are copied asynchronously (cp.async) into kSlots chunk slots of
-//    shared memory, kAhead = kSlots - 1 chunks ahead of the one being computed, far deeper than
-//    registers allow. The slots are private to the thread (no other thread reads them), so no
-//    barrier is needed; the kernel commits each chunk's copies and waits for them
+//  kStaged = true: whole chunks are copied asynchronously (cp.async) into kRingSlots chunk slots
+//    of shared memory, kAhead = kRingSlots - 1 chunks ahead of the one being computed, far
+//    deeper than registers allow. The slots are private to the thread (no other thread reads
+//    them), so no barrier is needed; the kernel commits each chunk's copies and waits for them
 //    (staged_commit_and_wait).
-template <bool kStaged, int kDirection, int kChunk, typename T, int kVec>
+template <bool kStaged, int kDirection, int kChunk, typename T, int kVec, int kRingSlots = kSlots>
 class StreamReader {
  public:
   using Value = Pack<T, kVec>;
-  static constexpr int kAhead = kStaged ? kSlots - 1 : 1;
+  static constexpr int kAhead = kStaged ? kRingSlots - 1 : 1;
   // Bytes of shared memory per thread in the staged plans.
-  static constexpr int kStagedBytes = kSlots * kChunk * static_cast<int>(sizeof(Value));
+  static constexpr int kStagedBytes = kRingSlots * kChunk * static_cast<int>(sizeof(Value));
 
   // base: this thread's element at step 0 of the stream (nullptr with steps = 0: nothing read).
+  // ring: the block's ring of this stream, one column per thread.
   __device__ StreamReader(const T* base, int64_t first, int64_t steps, int64_t inner,
-                          unsigned char* ring)
-      : base_(base), first_(first), steps_(steps), inner_(inner),
-        ring_(reinterpret_cast<Value*>(ring) + threadIdx.x) {}
+                          unsigned char* ring, int64_t stride = kChunk)
+      : base_(base), first_(first), steps_(steps), inner_(inner), stride_(stride),
+        threads_(blockDim.x * blockDim.y),
+        ring_(reinterpret_cast<Value*>(ring) + threadIdx.y * blockDim.x + threadIdx.x) {}
 
   // Starts the loads of chunk c: into the second register buffer, or into its ring slot.
   __device__ __forceinline__ void fetch(int64_t chunk) {
-    const int64_t t0 = first_ + kDirection * chunk * kChunk;
+    const int64_t t0 = first_ + kDirection * chunk * stride_;
     const int64_t t_last = t0 + kDirection * (kChunk - 1);
     const T* p = base_ + t0 * inner_;
     const int64_t stride = kDirection * inner_;
@@ -172,21 +178,24 @@ class StreamReader {
   // Slot u of chunk c in this thread's column of the ring: consecutive threads read
   // consecutive addresses, free of bank conflicts.
   __device__ __forceinline__ Value* slot(int64_t chunk, int u) const {
-    return ring_ + (static_cast<int>(chunk & (kSlots - 1)) * kChunk + u) * blockDim.x;
+    const int slot_index = static_cast<int>(static_cast<uint32_t>(chunk) % kRingSlots);
+    return ring_ + (slot_index * kChunk + u) * threads_;
   }
 
   const T* base_;
-  int64_t first_, steps_, inner_;
+  int64_t first_, steps_, inner_, stride_;
+  int threads_;
   Value* ring_;
   Value current_[kStaged ? 1 : kChunk];
   Value next_[kStaged ? 1 : kChunk];
 };
 
 // Closes the group of copies just fetched and waits until the chunk about to be computed has
-// landed (staged plans only).
+// landed, kAhead chunks being in flight (staged plans only).
+template <int kAhead>
 __device__ __forceinline__ void staged_commit_and_wait() {
   __pipeline_commit();
-  __pipeline_wait_prior(kSlots - 1);
+  __pipeline_wait_prior(kAhead);
 }
 
 // Calls body(c, full) for chunk c = 0, 1, ...: full (a std::integral_constant) says all kChunk
@@ -203,7 +212,7 @@ __device__ __forceinline__ void for_each_chunk(int64_t steps, Fetch&& fetch, Nex
   const int64_t chunks = (steps + kChunk - 1) / kChunk;
   for (int64_t c = 0; c < chunks; ++c) {
     fetch(c + kAhead);
-    if constexpr (kStaged) staged_commit_and_wait();
+    if constexpr (kStaged) staged_commit_and_wait<kAhead>();
     if ((c + 1) * kChunk <= steps) {
       body(c, std::true_type{});
     } else {
@@ -304,18 +313,19 @@ __global__ void __launch_bounds__(128)
   store_pack(static_cast<S*>(ptr.v_final) + n, v);
 }
 
-// Walks t downwards. Slot u of chunk c is step t = T - 1 - (c * kChunk + u); the residual
-// reader is one step behind (H[t - 1], from which V[t - 1] is recomputed).
+// Walks t downwards, one thread per group through all T steps (the plans with enough neurons
+// to fill the GPU, and layouts that cannot be staged). Slot u of chunk c is step
+// t = T - 1 - (c * kChunk + u); the residual reader is one step behind (H[t - 1], from which
+// V[t - 1] is recomputed).
 template <SurrogateKind kKind, bool kHardReset, bool kHasGradVSeq, typename X, typename S,
           typename Sh>
 __global__ void __launch_bounds__(128)
     backward_kernel(BackwardPointers ptr, int64_t steps, int64_t inner, int64_t groups,
                     QifParams<S> p, S v_init_value) {
   constexpr int kVec = Sh::kVec, kChunk = Sh::kChunk;
-  constexpr bool kStaged = Sh::kStaged;
-  using SpikeReader = StreamReader<kStaged, -1, kChunk, X, kVec>;
-  using StateReader = StreamReader<kStaged, -1, kChunk, S, kVec>;
-  extern __shared__ __align__(16) unsigned char ring[];
+  static_assert(!Sh::kStaged, "the staged backward is segmented_backward_kernel");
+  using SpikeReader = StreamReader<false, -1, kChunk, X, kVec>;
+  using StateReader = StreamReader<false, -1, kChunk, S, kVec>;
   const int64_t group = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (group >= groups) return;
   const int64_t n = group * kVec;
@@ -324,24 +334,19 @@ __global__ void __launch_bounds__(128)
   const S* residual = static_cast<const S*>(ptr.residual) + offset;
   X* grad_x = static_cast<X*>(ptr.grad_x) + offset;
 
-  // Each reader's shared-memory ring follows the previous one's (sizes are multiples of 16
-  // bytes per thread, so every ring stays aligned).
-  unsigned char* ring_gs = ring;
-  unsigned char* ring_h = ring_gs + SpikeReader::kStagedBytes * blockDim.x;
-  unsigned char* ring_gv = ring_h + StateReader::kStagedBytes * blockDim.x;
   const bool has_grad_spikes = ptr.grad_spikes != nullptr;
   SpikeReader gs(has_grad_spikes ? static_cast<const X*>(ptr.grad_spikes) + offset : nullptr,
-                 last, has_grad_spikes ? steps : 0, inner, ring_gs);
-  StateReader h_prev(residual, last - 1, steps, inner, ring_h);
+                 last, has_grad_spikes ? steps : 0, inner, nullptr);
+  StateReader h_prev(residual, last - 1, steps, inner, nullptr);
   StateReader gv(kHasGradVSeq ? static_cast<const S*>(ptr.grad_v_seq) + offset : nullptr, last,
-                 kHasGradVSeq ? steps : 0, inner, ring_gv);
+                 kHasGradVSeq ? steps : 0, inner, nullptr);
   Pack<S, kVec> h = load_pack<S, kVec>(residual + last * inner);
   Pack<S, kVec> carry = ptr.grad_v_final
                             ? load_pack<S, kVec>(static_cast<const S*>(ptr.grad_v_final) + n)
                             : zero_pack<S, kVec>();
   const Pack<S, kVec> v_start = initial_state<S, kVec>(ptr.v_init, n, v_init_value);
   const Pack<X, kVec> no_spike_grad = zero_pack<X, kVec>();
-  for_each_chunk<kStaged, kChunk, SpikeReader::kAhead>(
+  for_each_chunk<false, kChunk, SpikeReader::kAhead>(
       steps,
       [&](int64_t c) {
         gs.fetch(c);  // reads nothing when grad_spikes is absent (its step range is empty)
@@ -378,10 +383,175 @@ __global__ void __launch_bounds__(128)
   if (ptr.grad_v_init) store_pack(static_cast<S*>(ptr.grad_v_init) + n, carry);
 }
 
+// The segmented plan's shapes: a segment's per-step maps (decay and drive) are kept in
+// registers, 64 bytes of them (8 steps of one float32 neuron), so that four blocks of 256 threads
+// fit a multiprocessor without spilling; shared-memory ring depth; most segments (warps) per block.
+template <typename S, int kVec>
+constexpr int kSegmentSteps = 64 / (2 * kVec * static_cast<int>(sizeof(S)));
+constexpr int kSegmentSlots = 3;
+constexpr int kMaxSegments = 8;
+
+template <typename X, typename S, typename Sh>
+using SegmentSpikeReader = StreamReader<true, -1, Sh::kChunk, X, Sh::kVec, kSegmentSlots>;
+template <typename S, typename Sh>
+using SegmentStateReader = StreamReader<true, -1, Sh::kChunk, S, Sh::kVec, kSegmentSlots>;
+
+// Shared memory per thread of segmented_backward_kernel: the rings of grad_spikes, H (and
+// grad_v_seq), then two rounds of composites (decay and drive).
+template <typename X, typename S, typename Sh>
+constexpr size_t segmented_shared_bytes(bool has_grad_v_seq) {
+  return SegmentSpikeReader<X, S, Sh>::kStagedBytes +
+         SegmentStateReader<S, Sh>::kStagedBytes * (1 + has_grad_v_seq) +
+         4 * sizeof(Pack<S, Sh::kVec>);
+}
+
+// Time-parallel backward for layouts with too few neurons to fill the GPU (long sequences of
+// a small layer), where one thread walking all T steps leaves the GPU idle. A block is 32 lanes
+// (groups of neurons) x W warps; the time axis is walked downwards in rounds of W segments of
+// kSegmentSteps steps, warp w taking segment w of each round. Given H, the recurrence of
+// G[t] = dL/dH[t] is affine (qif_backward_affine), so per round:
+//  1. each thread computes its segment's per-step maps and their composite, in parallel;
+//  2. the block chains the W composites through shared memory (one barrier), starting from the
+//     G carried in from the round above: each warp learns the G entering its segment;
+//  3. each thread replays its segment's maps from that G and writes grad_x.
+// W times the threads of the serial kernel, same bytes: the inputs are staged per thread with
+// cp.async, as in the staged forward, a round or more ahead.
+template <SurrogateKind kKind, bool kHardReset, bool kHasGradVSeq, typename X, typename S,
+          typename Sh>
+__global__ void __launch_bounds__(32 * kMaxSegments, 4)
+    segmented_backward_kernel(BackwardPointers ptr, int64_t steps, int64_t inner, int64_t groups,
+                              QifParams<S> p, S v_init_value) {
+  constexpr int kVec = Sh::kVec, kChunk = Sh::kChunk;
+  using SpikeReader = SegmentSpikeReader<X, S, Sh>;
+  using StateReader = SegmentStateReader<S, Sh>;
+  using State = Pack<S, kVec>;
+  extern __shared__ __align__(16) unsigned char ring[];
+  const int lane = threadIdx.x, segment = threadIdx.y, segments = blockDim.y;
+  const int threads = 32 * segments, thread = segment * 32 + lane;
+  const int64_t group = static_cast<int64_t>(blockIdx.x) * 32 + lane;
+  // Threads past the last group stay for the barriers, reading and writing nothing.
+  const bool active = group < groups;
+  const int64_t n = active ? group * kVec : 0;
+  const int64_t offset = active ? group_offset(n, steps, inner) : 0;
+  const int64_t last = steps - 1;
+  const int64_t round_steps = int64_t{segments} * kChunk;
+  X* grad_x = static_cast<X*>(ptr.grad_x) + offset;
+
+  unsigned char* ring_gs = ring;
+  unsigned char* ring_h = ring_gs + SpikeReader::kStagedBytes * threads;
+  unsigned char* ring_gv = ring_h + StateReader::kStagedBytes * threads;
+  // Each round's composites: [decay | drive] x threads, two rounds alternating so that one
+  // barrier per round suffices.
+  State* composites = reinterpret_cast<State*>(
+      ring_gv + (kHasGradVSeq ? StateReader::kStagedBytes * threads : 0));
+  const bool has_grad_spikes = ptr.grad_spikes != nullptr;
+  const int64_t first = last - int64_t{segment} * kChunk;  // this warp's top step in round 0
+  SpikeReader gs(has_grad_spikes && active ? static_cast<const X*>(ptr.grad_spikes) + offset
+                                           : nullptr,
+                 first, has_grad_spikes && active ? steps : 0, inner, ring_gs, round_steps);
+  StateReader h(active ? static_cast<const S*>(ptr.residual) + offset : nullptr, first,
+                active ? steps : 0, inner, ring_h, round_steps);
+  StateReader gv(kHasGradVSeq && active ? static_cast<const S*>(ptr.grad_v_seq) + offset : nullptr,
+                 first, kHasGradVSeq && active ? steps : 0, inner, ring_gv, round_steps);
+  auto fetch = [&](int64_t c) {
+    gs.fetch(c);
+    h.fetch(c);
+    if constexpr (kHasGradVSeq) gv.fetch(c);
+  };
+
+  State carry = active && ptr.grad_v_final
+                    ? load_pack<S, kVec>(static_cast<const S*>(ptr.grad_v_final) + n)
+                    : zero_pack<S, kVec>();
+  const int64_t rounds = (steps + round_steps - 1) / round_steps;
+  for (int c = 0; c < SpikeReader::kAhead; ++c) {
+    fetch(c);
+    __pipeline_commit();
+  }
+  for (int64_t r = 0; r < rounds; ++r) {
+    fetch(r + SpikeReader::kAhead);
+    staged_commit_and_wait<SpikeReader::kAhead>();
+    const int64_t top = first - r * round_steps;
+    // Every step of this thread's segment exists: no per-step checks.
+    const bool full = active && top - (kChunk - 1) >= 0;
+    auto exists = [&](int64_t t, auto all) { return decltype(all)::value || (active && t >= 0); };
+
+    // 1. The segment's maps, and their composite G_in -> G at its bottom step.
+    S decay[kChunk][kVec], drive[kChunk][kVec];
+    State total_decay, total_drive;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) total_decay.v[k] = S(1), total_drive.v[k] = S(0);
+    auto maps = [&](auto all) {
+#pragma unroll
+      for (int u = 0; u < kChunk; ++u) {
+        const int64_t t = top - u;
+        if (!exists(t, all)) {  // past t = 0: the identity
+#pragma unroll
+          for (int k = 0; k < kVec; ++k) decay[u][k] = S(1), drive[u][k] = S(0);
+          continue;
+        }
+        const State hv = h.take(r, u);
+        const Pack<X, kVec> g_spike = has_grad_spikes ? gs.take(r, u) : zero_pack<X, kVec>();
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) {
+          S g_v = S(0);
+          if constexpr (kHasGradVSeq) g_v = gv.take(r, u).v[k];
+          qif_backward_affine<kKind, kHardReset>(hv.v[k], S(to_state(g_spike.v[k])), g_v,
+                                                 t == last, p, decay[u][k], drive[u][k]);
+          total_drive.v[k] = decay[u][k] * total_drive.v[k] + drive[u][k];
+          total_decay.v[k] = decay[u][k] * total_decay.v[k];
+        }
+      }
+    };
+    if (full) maps(std::true_type{});
+    else maps(std::false_type{});
+
+    // 2. Chain the round's composites from the top: G entering each segment, and the G that
+    // leaves the round (carried into the next).
+    State* round_composites = composites + (r & 1) * 2 * threads;
+    round_composites[thread] = total_decay;
+    round_composites[threads + thread] = total_drive;
+    __syncthreads();
+    State g = carry;
+    for (int w = 0; w < segments; ++w) {
+      if (w == segment) g = carry;
+      const State d = round_composites[w * 32 + lane];
+      const State b = round_composites[threads + w * 32 + lane];
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) carry.v[k] = d.v[k] * carry.v[k] + b.v[k];
+    }
+
+    // 3. Replay the segment from its entering G.
+    auto replay = [&](auto all) {
+#pragma unroll
+      for (int u = 0; u < kChunk; ++u) {
+        const int64_t t = top - u;
+        if (!exists(t, all)) break;
+        Pack<X, kVec> gx;
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) {
+          g.v[k] = decay[u][k] * g.v[k] + drive[u][k];
+          gx.v[k] = from_state<X>(g.v[k] * p.inv_tau);
+        }
+        store_pack(grad_x + t * inner, gx);
+      }
+    };
+    if (full) replay(std::true_type{});
+    else replay(std::false_type{});
+  }
+  // carry is now G[0] (steps below 0 are identities).
+  if (ptr.grad_v_init && active && segment == 0) {
+    const State v_start = initial_state<S, kVec>(ptr.v_init, n, v_init_value);
+    State grad_v_init;
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) grad_v_init.v[k] = carry.v[k] * qif_dh_dv(v_start.v[k], p);
+    store_pack(static_cast<S*>(ptr.grad_v_init) + n, grad_v_init);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Launch plans (host)
 
-enum class Plan { kWide, kNarrow, kNarrowLong, kStagedDeep, kStagedShallow };
+enum class Plan { kWide, kNarrow, kNarrowLong, kStagedDeep, kStagedShallow, kSegmented };
 
 int multiprocessor_count();
 
@@ -398,8 +568,11 @@ struct LaunchPlan {
   int vec;  // neurons per thread
   int64_t groups;
   int threads_per_block;
+  int segments = 1;  // warps sharing one group's time axis (segmented plan)
+  dim3 block() const { return dim3(threads_per_block / segments, segments); }
   unsigned int blocks() const {
-    return static_cast<unsigned int>((groups + threads_per_block - 1) / threads_per_block);
+    const int64_t groups_per_block = threads_per_block / segments;
+    return static_cast<unsigned int>((groups + groups_per_block - 1) / groups_per_block);
   }
 };
 
@@ -411,40 +584,61 @@ constexpr int64_t kThreadsToFill = 1024;
 // aligned.
 //  * wide: groups that never straddle a row, and enough of them to fill every multiprocessor;
 //  * narrow: enough neurons to fill the GPU one per thread;
-//  * fewer (every thread then lives for the whole sequence, so blocks should all be resident at
-//    once, where registers and shared memory allow, spread over every multiprocessor in small
-//    blocks): staged, deep below 1/8 of the filling
-//    thread count, shallow above. A 16-bit type stages two neurons per thread, which halves
-//    the threads: when few, it keeps one neuron per thread with long register chunks
-//    (narrow long), as do layouts that cannot be staged (odd innermost size, misaligned).
-inline LaunchPlan choose_plan(const Layout& l, int wide_vec, int staged_vec, bool aligned) {
+//  * fewer: the backward splits the time axis over up to kMaxSegments warps (segmented), as
+//    many as it takes to fill the GPU. The forward cannot (its recurrence is not affine), so
+//    every thread lives for the whole sequence and blocks should all be resident at once,
+//    spread over every multiprocessor in small blocks: staged, deep below 1/8 of the filling
+//    thread count, shallow above. There a 16-bit type stages two neurons per thread, which
+//    halves the threads: when few, it keeps one neuron per thread with long register chunks
+//    (narrow long), as do layouts that cannot be staged (odd innermost size, misaligned), in
+//    the backward too.
+inline LaunchPlan choose_plan(const Layout& l, int wide_vec, int staged_vec, bool aligned,
+                              bool backward) {
   const int64_t sms = multiprocessor_count();
+  const int64_t filling = sms * kThreadsToFill;
   const int64_t neurons = l.neurons();
-  if (aligned && l.inner % wide_vec == 0 && neurons / wide_vec >= sms * kThreadsToFill) {
+  if (aligned && l.inner % wide_vec == 0 && neurons / wide_vec >= filling) {
     return {Plan::kWide, wide_vec, neurons / wide_vec, 128};
   }
-  if (neurons >= sms * kThreadsToFill) return {Plan::kNarrow, 1, neurons, 128};
-  const bool deep = neurons <= sms * kThreadsToFill / 8;
-  const bool stageable = aligned && l.inner % staged_vec == 0 && !(deep && staged_vec > 1);
-  const int vec = stageable ? staged_vec : 1;
+  if (neurons >= filling) return {Plan::kNarrow, 1, neurons, 128};
+  const bool stageable = aligned && l.inner % staged_vec == 0;
+  if (backward && stageable) {
+    const int64_t groups = neurons / staged_vec;
+    const int segments = static_cast<int>(std::clamp<int64_t>(filling / groups, 1, kMaxSegments));
+    return {Plan::kSegmented, staged_vec, groups, 32 * segments, segments};
+  }
+  const bool deep = neurons <= filling / 8;
+  const bool staged = stageable && !backward && !(deep && staged_vec > 1);
+  const int vec = staged ? staged_vec : 1;
   const int64_t groups = neurons / vec;
   const int threads = groups < sms * 256 ? 32 : groups < sms * 512 ? 64 : 128;
-  const Plan plan = !stageable ? Plan::kNarrowLong : deep ? Plan::kStagedDeep : Plan::kStagedShallow;
+  const Plan plan = !staged ? Plan::kNarrowLong : deep ? Plan::kStagedDeep : Plan::kStagedShallow;
   return {plan, vec, groups, threads};
 }
 
-// Calls fn(Shape<kVec, kChunk, kStaged>{}) for the plan. The backward reads two or three
-// streams per step, so its chunks are shorter where registers or shared memory bound them.
-template <typename X, typename S, bool kBackward, typename Fn>
-void dispatch_plan(Plan plan, Fn&& fn) {
+// Calls fn(Shape<kVec, kChunk, kStaged>{}) for a forward plan.
+template <typename X, typename Fn>
+void dispatch_forward_plan(Plan plan, Fn&& fn) {
   switch (plan) {
-    case Plan::kWide: return fn(Shape<kBackward ? kWideVec<S> : kWideVec<X>, 4, false>{});
+    case Plan::kWide: return fn(Shape<kWideVec<X>, 4, false>{});
     case Plan::kNarrow: return fn(Shape<1, 8, false>{});
-    case Plan::kNarrowLong: return fn(Shape<1, kBackward ? 16 : 32, false>{});
+    case Plan::kNarrowLong: return fn(Shape<1, 32, false>{});
     case Plan::kStagedDeep:  // never chosen for 16-bit types (see choose_plan)
-      if constexpr (kStagedVec<X> == 1) return fn(Shape<1, kBackward ? 16 : 32, true>{});
-      else return fn(Shape<1, kBackward ? 16 : 32, false>{});
-    default: return fn(Shape<kStagedVec<X>, kBackward ? 4 : 8, true>{});
+      if constexpr (kStagedVec<X> == 1) return fn(Shape<1, 32, true>{});
+      else return fn(Shape<1, 32, false>{});
+    default: return fn(Shape<kStagedVec<X>, 8, true>{});  // staged shallow
+  }
+}
+
+// The backward reads two or three streams per step, so its register chunks are shorter.
+template <typename X, typename S, typename Fn>
+void dispatch_backward_plan(Plan plan, Fn&& fn) {
+  switch (plan) {
+    case Plan::kWide: return fn(Shape<kWideVec<S>, 4, false>{});
+    case Plan::kNarrow: return fn(Shape<1, 8, false>{});
+    case Plan::kSegmented:
+      return fn(Shape<kStagedVec<X>, kSegmentSteps<S, kStagedVec<X>>, true>{});
+    default: return fn(Shape<1, 16, false>{});  // narrow long
   }
 }
 
@@ -478,8 +672,13 @@ cudaError_t launch(Kernel kernel, const LaunchPlan& plan, size_t shared_bytes_pe
                    cudaStream_t stream, const Args& ptr, const Layout& l,
                    const QifParams<S>& params, double v_init_value) {
   const size_t shared = shared_bytes_per_thread * plan.threads_per_block;
-  kernel<<<plan.blocks(), plan.threads_per_block, shared, stream>>>(
-      ptr, l.steps, l.inner, plan.groups, params, static_cast<S>(v_init_value));
+  if (shared > 48 * 1024) {  // above the default limit a kernel must opt in (per device)
+    const cudaError_t status =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
+    if (status != cudaSuccess) return status;
+  }
+  kernel<<<plan.blocks(), plan.block(), shared, stream>>>(ptr, l.steps, l.inner, plan.groups,
+                                                          params, static_cast<S>(v_init_value));
   return cudaGetLastError();
 }
 
@@ -493,8 +692,9 @@ inline cudaError_t launch_forward(const ForwardLaunch& a, cudaStream_t stream) {
     const LaunchPlan plan =
         choose_plan(a.layout, kWideVec<X>, kStagedVec<X>,
                     all_aligned({a.ptr.x, a.ptr.v_init, a.ptr.spikes, a.ptr.v_final, a.ptr.v_seq,
-                                 a.ptr.residual}));
-    dispatch_plan<X, S, false>(plan.plan, [&]<typename Sh>(Sh) {
+                                 a.ptr.residual}),
+                    false);
+    dispatch_forward_plan<X>(plan.plan, [&]<typename Sh>(Sh) {
       using Reader = StreamReader<Sh::kStaged, 1, Sh::kChunk, X, Sh::kVec>;
       const size_t shared = Sh::kStaged ? Reader::kStagedBytes : 0;
       status = a.hard_reset ? launch(forward_kernel<X, S, true, Sh>, plan, shared, stream, a.ptr,
@@ -519,19 +719,21 @@ cudaError_t launch_backward(const BackwardLaunch& a, cudaStream_t stream) {
     const LaunchPlan plan = choose_plan(
         a.layout, kWideVec<S>, kStagedVec<X>,
         all_aligned({a.ptr.grad_spikes, a.ptr.grad_v_seq, a.ptr.grad_v_final, a.ptr.residual,
-                     a.ptr.v_init, a.ptr.grad_x, a.ptr.grad_v_init}));
-    dispatch_plan<X, S, true>(plan.plan, [&]<typename Sh>(Sh) {
-      using SpikeReader = StreamReader<Sh::kStaged, -1, Sh::kChunk, X, Sh::kVec>;
-      using StateReader = StreamReader<Sh::kStaged, -1, Sh::kChunk, S, Sh::kVec>;
-      const bool has_grad_v_seq = a.ptr.grad_v_seq != nullptr;
-      const size_t shared =
-          Sh::kStaged ? SpikeReader::kStagedBytes + StateReader::kStagedBytes * (1 + has_grad_v_seq)
-                      : 0;
-      status = has_grad_v_seq
-                   ? launch(backward_kernel<kKind, kHardReset, true, X, S, Sh>, plan, shared,
-                            stream, a.ptr, a.layout, p, a.v_init_value)
-                   : launch(backward_kernel<kKind, kHardReset, false, X, S, Sh>, plan, shared,
-                            stream, a.ptr, a.layout, p, a.v_init_value);
+                     a.ptr.v_init, a.ptr.grad_x, a.ptr.grad_v_init}),
+        true);
+    const bool has_grad_v_seq = a.ptr.grad_v_seq != nullptr;
+    dispatch_backward_plan<X, S>(plan.plan, [&]<typename Sh>(Sh) {
+      auto run = [&](auto kernel, size_t shared) {
+        status = launch(kernel, plan, shared, stream, a.ptr, a.layout, p, a.v_init_value);
+      };
+      if constexpr (Sh::kStaged) {
+        const size_t shared = segmented_shared_bytes<X, S, Sh>(has_grad_v_seq);
+        if (has_grad_v_seq) run(segmented_backward_kernel<kKind, kHardReset, true, X, S, Sh>, shared);
+        else run(segmented_backward_kernel<kKind, kHardReset, false, X, S, Sh>, shared);
+      } else {
+        if (has_grad_v_seq) run(backward_kernel<kKind, kHardReset, true, X, S, Sh>, 0);
+        else run(backward_kernel<kKind, kHardReset, false, X, S, Sh>, 0);
+      }
     });
   });
   return status;

@@ -49,8 +49,26 @@ struct QifParams {
   }
 };
 
-QIF_HD float qif_exp(float x) { return expf(x); }
+// exp and division inside the surrogates. On the GPU, float uses the hardware's approximate
+// exp2 and reciprocal (a few ulp; a correctly rounded one costs about ten instructions more, and
+// the time-parallel backward is bound by instruction issue). Only the backward evaluates them,
+// and its gradients are compared at a tolerance, never bit for bit.
+QIF_HD float qif_exp(float x) {
+#if defined(__CUDA_ARCH__)
+  return __expf(x);
+#else
+  return expf(x);
+#endif
+}
 QIF_HD double qif_exp(double x) { return exp(x); }
+QIF_HD float qif_divide(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdividef(a, b);  // 0 for |b| > 2^126, where a / b is below 2^-126 |a| anyway
+#else
+  return a / b;
+#endif
+}
+QIF_HD double qif_divide(double a, double b) { return a / b; }
 QIF_HD float qif_abs(float x) { return fabsf(x); }
 QIF_HD double qif_abs(double x) { return fabs(x); }
 
@@ -85,11 +103,11 @@ template <SurrogateKind kKind, typename S>
 QIF_HD S qif_surrogate_grad(S x, S alpha) {
   const S one = S(1);
   if constexpr (kKind == SurrogateKind::kSigmoid) {
-    const S s = one / (one + qif_exp(-alpha * x));
+    const S s = qif_divide(one, one + qif_exp(-alpha * x));
     return alpha * s * (one - s);
   } else if constexpr (kKind == SurrogateKind::kATan) {
     const S u = S(1.5707963267948966) * alpha * x;
-    return (alpha / S(2)) / (one + u * u);
+    return qif_divide(alpha / S(2), one + u * u);
   } else if constexpr (kKind == SurrogateKind::kPiecewiseQuadratic) {
     const S g = alpha - alpha * alpha * qif_abs(x);
     return g > S(0) ? g : S(0);
@@ -97,10 +115,10 @@ QIF_HD S qif_surrogate_grad(S x, S alpha) {
     return (alpha / S(2)) * qif_exp(-alpha * qif_abs(x));
   } else if constexpr (kKind == SurrogateKind::kSoftSign) {
     const S d = one / alpha + qif_abs(x);
-    return one / (S(2) * alpha * d * d);
+    return qif_divide(one, S(2) * alpha * d * d);
   } else if constexpr (kKind == SurrogateKind::kSuperSpike) {
     const S d = one + qif_abs(x);
-    return alpha / (d * d);
+    return qif_divide(alpha, d * d);
   } else {  // kErf
     const S u = alpha * x;
     return (alpha * S(0.56418958354775628)) * qif_exp(-u * u);  // alpha / sqrt(pi)
@@ -134,6 +152,23 @@ QIF_HD S qif_backward_step(S h, S v_prev, S grad_spike, S grad_v, S& carry,
   const S grad_h = grad_spike * sg + (grad_v + carry) * qif_dv_dh<kHardReset>(h, spike, sg, p);
   carry = grad_h * qif_dh_dv(v_prev, p);
   return grad_h;
+}
+
+// The same step written on G[t] = dL/dH[t]. Once H[t] is known the recurrence is affine,
+//   G[t] = decay * G[t+1] + drive,
+//   decay = dV[t]/dH[t] * dH[t+1]/dV[t]   (dV/dH alone at t = T-1, where G[T] = dL/dV_final),
+//   drive = grad_spike sigma' + grad_v dV[t]/dH[t],
+// and needs H[t] only, so the CUDA backward can split the time axis into segments, compose each
+// segment's map in parallel and chain the few composites. grad_x[t] = G[t] / tau and
+// grad_v_init = G[0] dH[0]/dV[-1].
+template <SurrogateKind kKind, bool kHardReset, typename S>
+QIF_HD void qif_backward_affine(S h, S grad_spike, S grad_v, bool last_step,
+                                const QifParams<S>& p, S& decay, S& drive) {
+  const bool spike = qif_fires(h, p);
+  const S sg = qif_surrogate_grad<kKind>(h - p.v_threshold, p.alpha);
+  const S dv_dh = qif_dv_dh<kHardReset>(h, spike, sg, p);
+  drive = grad_spike * sg + grad_v * dv_dh;
+  decay = last_step ? dv_dh : dv_dh * qif_dh_dv(qif_reset<kHardReset>(h, spike, p), p);
 }
 
 // Calls fn.template operator()<kKind, kHardReset>() with the runtime choices as template

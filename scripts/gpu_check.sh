@@ -2,7 +2,7 @@
 # On a CUDA machine: build jaxqif with its CUDA library, run the GPU tests, compute-sanitizer
 # (memcheck and racecheck) on every kernel variant, and a quick benchmark, in one go.
 #   bash scripts/gpu_check.sh [build] [test] [sanitize] [racecheck] [sanitize-jax] [bench]
-#                             [bench-full] [profile]
+#                             [bench-full] [profile] [profile-stalls]
 # (default: build test sanitize bench). `sanitize` runs racecheck and memcheck on
 # tests/sanitize_harness.cu, `racecheck` only the former; `sanitize-jax` memcheck through JAX
 # (tests/gpu_sanitize.py); `profile` lists every kernel of one inference and one training call
@@ -50,12 +50,13 @@ if has sanitize || has racecheck; then
   # surrogate, with and without grad_v_seq. Built from the library's own sources, in parallel.
   step "compute-sanitizer on the kernel harness"
   ffi_include=$(python3 -c "import jax.ffi; print(jax.ffi.include_dir())")
-  harness_build() { nvcc -std=c++20 -O3 --fmad=false -arch=native -Icuda -I"$ffi_include" "$@"; }
+  harness_build() { nvcc -std=c++20 -O3 -arch=native -Icuda -I"$ffi_include" "$@"; }
   mkdir -p /tmp/harness
-  for kind in Sigmoid ATan PiecewiseQuadratic PiecewiseExp SoftSign SuperSpike Erf; do
-    harness_build -DJAXQIF_SURROGATE=k$kind -c cuda/qif_cuda_backward.cu -o /tmp/harness/$kind.o &
+  for kind in Sigmoid ATan PiecewiseQuadratic PiecewiseExp SoftSign SuperSpike Erf; do  # as CMake
+    harness_build --fmad=true -DJAXQIF_SURROGATE=k$kind -c cuda/qif_cuda_backward.cu \
+      -o /tmp/harness/$kind.o &
   done
-  harness_build -c tests/sanitize_harness.cu -o /tmp/harness/main.o &
+  harness_build --fmad=false -c tests/sanitize_harness.cu -o /tmp/harness/main.o &
   wait
   harness_build /tmp/harness/*.o -o /tmp/sanitize_harness >/tmp/harness_build.log 2>&1 \
     || { tail -20 /tmp/harness_build.log; status=1; }
@@ -99,5 +100,14 @@ if has profile; then
     python3 benchmarks/kernel_profile.py >"$OUT/profile.csv" 2>&1
   echo "ncu exit code: $?"
   grep -c '"gpu__time_duration.sum"' "$OUT/profile.csv"
+fi
+if has profile-stalls; then
+  # Why the long-sequence kernels (latency-bound, few neurons) take the time they do: issue
+  # slot use and what stalled warps wait on, per kernel.
+  step "kernel stall profile (ncu)"
+  ncu --clock-control none --profile-from-start off --csv --page details \
+    --section SpeedOfLight --section SchedulerStats --section WarpStateStats --section Occupancy \
+    python3 benchmarks/kernel_profile.py --shapes 256x2^16,1024x2^14 >"$OUT/profile_stalls.csv" 2>&1
+  echo "ncu exit code: $?"
 fi
 exit $status

@@ -85,13 +85,16 @@ void run(ffi::DataType dtype, const Layout& l, bool hard_reset, bool grad_v_seq,
 }  // namespace
 
 int main() {
-  // {outer, steps, inner}: staged deep (odd inner: 16-bit types take the narrow long plan),
-  // staged deep with the ring wrapping around, staged shallow; then narrow and wide.
-  const Layout layouts[] = {{1, 11, 37}, {3, 11, 6}, {1, 150, 64}, {1, 21, 40000},
-                            {1, 5, 150001}, {1, 5, 1 << 20}};
-  const int small_layouts = 4;
+  // {outer, steps, inner}: few neurons (forward: staged deep; backward: segmented, 8 warps per
+  // 32 groups, the last block part empty; odd inner: 16-bit types take the narrow long plan),
+  // one step, whole rounds (64 steps of float32), the ring wrapping around, staged shallow and 3
+  // or 6 segments; then narrow and wide.
+  const Layout layouts[] = {{1, 11, 37}, {3, 11, 6},      {2, 1, 64},     {1, 64, 96},
+                            {1, 150, 64}, {1, 21, 40000}, {1, 5, 150001}, {1, 5, 1 << 20}};
+  const int layout_count = sizeof(layouts) / sizeof(layouts[0]);
+  const int small_layouts = layout_count - 2;
   int runs = 0;
-  for (int i = 0; i < 6; ++i) {
+  for (int i = 0; i < layout_count; ++i) {
     const int64_t surrogates = i < small_layouts ? kNumSurrogates : 1;
     for (int64_t surrogate = 0; surrogate < surrogates; ++surrogate) {
       for (bool hard_reset : {true, false}) {
