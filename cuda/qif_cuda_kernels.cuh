@@ -1,9 +1,9 @@
 // Fused CUDA forward and BPTT kernels of the QIF neuron, and the host code that launches them.
 //
 // One thread walks a group of kVec adjacent neurons through all T steps (the segmented backward
-// splits them). The recurrence is serial, but the loads it consumes (x[t]; in the backward grad_spikes[t], grad_v_seq[t] and
-// H[t-1]) do not depend on it, so they are issued well ahead of the step that needs them (see
-// StreamReader). Streams are touched exactly once: loads and stores use evict-first hints.
+// splits them). The recurrence is serial, but the loads it consumes (x[t]; in the backward
+// grad_spikes[t], grad_v_seq[t] and H) do not depend on it, so they are issued well ahead of the
+// step that needs them (see StreamReader). Streams are touched exactly once: loads and stores use evict-first hints.
 //
 // Six launch plans, chosen per call (choose_plan):
 //  * wide: 16 bytes of the widest stream per step per thread, when there are enough neurons to
@@ -608,7 +608,7 @@ inline LaunchPlan choose_plan(const Layout& l, int wide_vec, int staged_vec, boo
     return {Plan::kSegmented, staged_vec, groups, 32 * segments, segments};
   }
   const bool deep = neurons <= filling / 8;
-  const bool staged = stageable && !backward && !(deep && staged_vec > 1);
+  const bool staged = stageable && !(deep && staged_vec > 1);  // forward only, from here
   const int vec = staged ? staged_vec : 1;
   const int64_t groups = neurons / vec;
   const int threads = groups < sms * 256 ? 32 : groups < sms * 512 ? 64 : 128;
@@ -728,8 +728,11 @@ cudaError_t launch_backward(const BackwardLaunch& a, cudaStream_t stream) {
       };
       if constexpr (Sh::kStaged) {
         const size_t shared = segmented_shared_bytes<X, S, Sh>(has_grad_v_seq);
-        if (has_grad_v_seq) run(segmented_backward_kernel<kKind, kHardReset, true, X, S, Sh>, shared);
-        else run(segmented_backward_kernel<kKind, kHardReset, false, X, S, Sh>, shared);
+        if (has_grad_v_seq) {
+          run(segmented_backward_kernel<kKind, kHardReset, true, X, S, Sh>, shared);
+        } else {
+          run(segmented_backward_kernel<kKind, kHardReset, false, X, S, Sh>, shared);
+        }
       } else {
         if (has_grad_v_seq) run(backward_kernel<kKind, kHardReset, true, X, S, Sh>, 0);
         else run(backward_kernel<kKind, kHardReset, false, X, S, Sh>, 0);
