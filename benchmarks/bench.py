@@ -27,7 +27,8 @@ Run on a GPU machine (SpikingJelly from its wheels, if present)::
 
 ``--quick`` (2 shapes, float32) is a smoke run; ``--cpu-smoke`` runs tiny shapes on the CPU
 (jaxqif's CPU kernel and pure JAX) to test this script without a GPU. Outputs, in --out-dir:
-<name>.md (tables), <name>.json (every number, versions, bandwidth), <name>.png (plot).
+<name>.md (tables, with geometric means over the shapes), <name>.json (every number, versions,
+bandwidth), <name>.png (plot); ``--render <json>`` rewrites them from an earlier run's JSON.
 """
 
 from __future__ import annotations
@@ -121,6 +122,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--examples", action="store_true",
                    help="also time the examples' training steps (see time_examples)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    p.add_argument("--render", type=Path, metavar="JSON",
+                   help="measure nothing: write <name>.md (and the plot) from a results JSON")
     args = p.parse_args(argv)
 
     if args.cpu_smoke:
@@ -457,6 +460,34 @@ def shape_n(n: int) -> str:
     return f"{n:,} (2^{exponent})" if n == 1 << exponent else f"{n:,}"
 
 
+def geometric_mean(values: list) -> float | None:
+    return math.exp(sum(map(math.log, values)) / len(values)) if values else None
+
+
+def geometric_means(groups: dict, baselines: list) -> list:
+    """Markdown lines: per dtype and mode, the geometric mean over the shapes of jaxqif's
+    multiple of the floor and of its speedup over each baseline (where both were measured)."""
+    per_kind: dict = {}
+    for (_, _, dtype, mode), group in groups.items():
+        if JAXQIF not in group or group[JAXQIF]["ms"] is None:
+            continue
+        kind = per_kind.setdefault((dtype, mode), {"floor": [], **{b: [] for b in baselines}})
+        kind["floor"].append(group[JAXQIF]["x_floor"])
+        for b in baselines:
+            if b in group and group[b].get("speedup"):
+                kind[b].append(group[b]["speedup"])
+    if not per_kind:
+        return []
+    header = ["dtype", "mode", "jaxqif × floor", *(f"vs {b}" for b in baselines)]
+    lines = ["", "Geometric means over the shapes:", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (dtype, mode), kind in per_kind.items():
+        cells = [geometric_mean(kind[k]) for k in ("floor", *baselines)]
+        lines.append("| " + " | ".join([dtype, mode, *(f"{fmt(c, 2)}x" if c else "—"
+                                                        for c in cells)]) + " |")
+    return lines
+
+
 def markdown(results: dict) -> str:
     """Header, the long table (one row per implementation) and a wide summary table."""
     rows = results["rows"]
@@ -500,6 +531,8 @@ def markdown(results: dict) -> str:
         lines.append("| " + " | ".join([str(t), shape_n(n), dtype, mode, fmt(floor, 3),
                                          *cells, *speed]) + " |")
 
+    lines += geometric_means(groups, baselines)
+
     if results.get("examples"):
         lines += ["", "End-to-end training steps of the examples:", "",
                   "| example | backend | ms/step | ms (1 call) | speedup ffi vs jax |",
@@ -526,8 +559,28 @@ def versions(jax) -> dict:
     return found
 
 
+def write_results(results: dict, args: argparse.Namespace) -> str:
+    """Writes <name>.md, .json and .png into args.out_dir; returns the markdown."""
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    table = markdown(results)
+    (args.out_dir / f"{args.name}.md").write_text(table)
+    (args.out_dir / f"{args.name}.json").write_text(json.dumps(results, indent=1) + "\n")
+    if not args.no_plot:
+        try:
+            import plot
+
+            plot.plot(results, args.out_dir / f"{args.name}.png")
+        except Exception as error:  # noqa: BLE001
+            print(f"plot failed: {type(error).__name__}: {error}", file=sys.stderr)
+    return table
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.render:
+        write_results(json.loads(args.render.read_text()), args)
+        print(f"wrote {args.out_dir}/{args.name}.md from {args.render}")
+        return 0
     if args.cpu_smoke:
         os.environ["JAX_PLATFORMS"] = "cpu"
     # Allocate on demand, leaving room for torch in the same process.
@@ -617,17 +670,7 @@ def main(argv=None) -> int:
     )
     results["wall_seconds"] = time.time() - started
 
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    table = markdown(results)
-    (args.out_dir / f"{args.name}.md").write_text(table)
-    (args.out_dir / f"{args.name}.json").write_text(json.dumps(results, indent=1) + "\n")
-    if not args.no_plot:
-        try:
-            import plot
-
-            plot.plot(results, args.out_dir / f"{args.name}.png")
-        except Exception as error:  # noqa: BLE001
-            print(f"plot failed: {type(error).__name__}: {error}", file=sys.stderr)
+    table = write_results(results, args)
     print()
     print(table)
     print(f"wrote {args.out_dir}/{args.name}.{{md,json,png}} in {results['wall_seconds']:.0f} s")
