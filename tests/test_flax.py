@@ -282,3 +282,25 @@ def test_nnx_sows_v_seq():
         intermediates = nnx.pop(layer, nnx.Intermediate)
     (v_seq,) = jax.tree.leaves(intermediates)
     assert_same(v_seq, jaxqif.qif_multistep(x, store_v_seq=True)[2])
+
+
+def test_every_entry_point_has_the_model_defaults():
+    """The neuron defaults are spelled out in every signature (for readers and IDEs): they must
+    all be the model's (SpikingJelly 2.0's QIFNode), as NeuronConfig holds them."""
+    import dataclasses
+    import inspect
+
+    from jaxqif._config import NeuronConfig
+
+    model = dict(tau=2.0, v_c=0.8, a0=1.0, v_threshold=1.0, v_rest=0.0, v_reset=-0.1,
+                 surrogate=jaxqif.surrogate.Sigmoid(alpha=4.0), detach_reset=False)
+    config = NeuronConfig()
+    assert {name: getattr(config, name) for name in model} == model
+    signatures = {"qif_multistep": jaxqif.qif_multistep, "qif_step": jaxqif.qif_step,
+                  "nnx.QIF": qif_nnx.QIF.__init__, "nnx.QIFCell": qif_nnx.QIFCell.__init__}
+    for where, fn in signatures.items():
+        parameters = inspect.signature(fn).parameters
+        assert {name: parameters[name].default for name in model} == model, where
+    for module in (qif_linen.QIF, qif_linen.QIFCell):
+        fields = {f.name: f.default for f in dataclasses.fields(module)}
+        assert {name: fields[name] for name in model} == model, module.__name__
