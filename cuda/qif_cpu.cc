@@ -73,13 +73,15 @@ inline Half from_state<Half, float>(float v) {
 }
 
 
-// v_init: nullptr means every neuron starts at v_init_value.
+// v_init: nullptr means every neuron starts at v_init_value; v_final, v_seq, residual:
+// nullptr means not written.
 template <typename X, typename S, bool kHardReset>
 void forward_rows(const X* x, const S* v_init, S v_init_value, X* spikes, S* v_final, S* v_seq,
                   S* residual, const Layout& l, const QifParams<S>& p) {
-  for (int64_t n = 0; n < l.neurons(); ++n) v_final[n] = v_init ? v_init[n] : v_init_value;
+  std::vector<S> scratch(v_final ? 0 : l.inner);
   for (int64_t o = 0; o < l.outer; ++o) {
-    S* v = v_final + o * l.inner;  // running state of this row of neurons
+    S* v = v_final ? v_final + o * l.inner : scratch.data();  // this row's running state
+    for (int64_t i = 0; i < l.inner; ++i) v[i] = v_init ? v_init[o * l.inner + i] : v_init_value;
     for (int64_t t = 0; t < l.steps; ++t) {
       const int64_t row = (o * l.steps + t) * l.inner;
       for (int64_t i = 0; i < l.inner; ++i) {

@@ -57,7 +57,8 @@ ffi::Error ForwardImpl(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer v_i
   JAXQIF_RETURN_IF_ERROR(check_launchable(call.layout));
   const gpu::ForwardLaunch launch{
       {x.untyped_data(), data_or_null<void>(v_init), spikes->untyped_data(),
-       v_final->untyped_data(), data_or_null<void>(*v_seq), data_or_null<void>(*residual)},
+       data_or_null<void>(*v_final), data_or_null<void>(*v_seq),
+       data_or_null<void>(*residual)},
       call.layout, call.input_dtype, tau, v_c, a0, v_threshold, v_rest, v_reset, hard_reset,
       v_init_value};
   return launch_status("forward", gpu::launch_forward(launch, stream));

@@ -102,8 +102,8 @@ struct ForwardCall {
 };
 
 // Forward: x [.., T, ..], v_init [neurons] (optional: absent, every neuron starts at the
-// v_init_value attribute) -> spikes (x's dtype), v_final, v_seq (optional), residual H
-// (optional, state dtype).
+// v_init_value attribute) -> spikes (x's dtype), v_final, v_seq and residual H (each optional:
+// absent, not written; state dtype).
 inline ffi::Error check_forward(const ffi::AnyBuffer& x, const ffi::AnyBuffer& v_init,
                                 const ffi::AnyBuffer& spikes, const ffi::AnyBuffer& v_final,
                                 const ffi::AnyBuffer& v_seq, const ffi::AnyBuffer& residual,
@@ -116,7 +116,7 @@ inline ffi::Error check_forward(const ffi::AnyBuffer& x, const ffi::AnyBuffer& v
   const ffi::DataType in = x.element_type(), st = state_dtype_for(in);
   JAXQIF_RETURN_IF_ERROR(check_buffer("v_init", v_init, st, l.neurons(), true));
   JAXQIF_RETURN_IF_ERROR(check_buffer("spikes", spikes, in, l.elements(), false));
-  JAXQIF_RETURN_IF_ERROR(check_buffer("v_final", v_final, st, l.neurons(), false));
+  JAXQIF_RETURN_IF_ERROR(check_buffer("v_final", v_final, st, l.neurons(), true));
   JAXQIF_RETURN_IF_ERROR(check_buffer("v_seq", v_seq, st, l.elements(), true));
   JAXQIF_RETURN_IF_ERROR(check_buffer("residual", residual, st, l.elements(), true));
   call->input_dtype = in;

@@ -14,7 +14,9 @@ primitive. `custom_partitioning` partitions through a Python callback at compile
 `jax.export` cannot serialize: to export a sharded program, write it with `shard_map`.
 
 `custom_partitioning` has no vmap rule, so one is registered here for jaxqif's calls: the
-wrapped primitive's own, which folds the batch axis into the kernel's neuron block.
+wrapped primitive's own, which folds the batch axis into the kernel's neuron block. Nor does it
+have a dead-code rule: the one registered here lets a wrapped primitive drop results nobody
+uses (`register_output_pruning`), as it would unwrapped.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from jax.experimental.custom_partitioning import (
     ArrayMapping, SdyShardingRule, custom_partitioning, custom_partitioning_p,
 )
 from jax.interpreters import batching
+from jax.interpreters import partial_eval as pe
 from jax.sharding import NamedSharding, PartitionSpec
 
 TIME = "t"
@@ -116,8 +119,10 @@ def _partition(call: _Call, mesh, arg_shapes, result_shape):
                 f"jaxqif: cannot replicate the time axis of {call.primitive.name}'s "
                 f"{seq_result.sharding}; shard its operands with a jax.sharding.NamedSharding")
         seq_sharding = seq_result.sharding
-        # (a backward with a constant start has no neuron-shaped result, nor operand)
-        neuron_sharding = next((r.sharding for r in result_shape if not is_seq(r)), None)
+        # (or the operands', v_init, when the results have none: a forward without v_final;
+        # a backward with a constant start has neither)
+        neuron_sharding = next((s.sharding for s in (*result_shape, *arg_shapes)
+                                if not is_seq(s)), None)
     pick = lambda s: seq_sharding if is_seq(s) else neuron_sharding
     return mesh, call.bind, [pick(r) for r in result_shape], tuple(map(pick, arg_shapes))
 
@@ -155,3 +160,48 @@ def _batching(axis_data, args, dims, **params):
 
 _other_batching = batching.fancy_primitive_batchers.get(custom_partitioning_p)
 batching.fancy_primitive_batchers[custom_partitioning_p] = _batching
+
+
+# primitive -> prune(params, used_outputs) -> (params, which results remain) or None
+_output_pruning: dict = {}
+
+
+def register_output_pruning(primitive, prune) -> None:
+    """Lets dead-code elimination rebind a partitioned `primitive` with `prune`'s parameters,
+    which drop results nobody uses. The primitive's own dead-code rule (for the unwrapped call)
+    must do the same, as the call's body goes through it."""
+    _output_pruning[primitive] = prune
+
+
+def _default_dce(used_outputs, eqn):
+    """JAX's rule for primitives without one (keeping, more cautiously, any with effects)."""
+    if not any(used_outputs) and not eqn.effects:
+        return [False] * len(eqn.invars), None
+    return [True] * len(eqn.invars), eqn
+
+
+def _dce(used_outputs, eqn):
+    """Dead-code elimination of a partitioned call: a jaxqif primitive drops its unused
+    results; other libraries' calls get what they got before."""
+    if eqn.params["partition"] is not _partition:
+        return _other_dce(used_outputs, eqn)
+    (call,) = eqn.params["static_args"]
+    prune = _output_pruning.get(call.primitive)
+    pruned = prune(call.kwargs, used_outputs) if prune and any(used_outputs) else None
+    if pruned is None:
+        return _default_dce(used_outputs, eqn)
+    kwargs, kept = pruned
+    body = eqn.params["call"]
+    body_jaxpr, _ = pe.dce_jaxpr(body.jaxpr, kept, instantiate=True)
+    params = dict(
+        eqn.params,
+        call=body.replace(jaxpr=body_jaxpr),
+        static_args=(_Call(call.primitive, tuple(sorted(kwargs.items()))),),
+        out_tree=jax.tree_util.tree_structure([0] * sum(kept)),
+    )
+    outvars = [v for v, keep in zip(eqn.outvars, kept) if keep]
+    return [True] * len(eqn.invars), eqn.replace(params=params, outvars=outvars)
+
+
+_other_dce = pe.dce_rules.get(custom_partitioning_p, _default_dce)
+pe.dce_rules[custom_partitioning_p] = _dce

@@ -41,8 +41,9 @@ def fused_multistep(config: NeuronConfig, time_axis: int, store_v_seq: bool):
 def _fused(config: NeuronConfig, time_axis: int, store_v_seq: bool, constant_start: bool):
     """The custom-VJP function of (x_seq, v_init), or of x_seq alone with constant_start."""
     v_init_value = config.default_v_init if constant_start else None
-    params = dict(config=config, time_axis=time_axis, store_v_seq=store_v_seq,
-                  v_init_value=v_init_value)
+    # v_final is always asked for: under jit, dead-code elimination drops it when unused.
+    params = dict(config=config, time_axis=time_axis, store_v_final=True,
+                  store_v_seq=store_v_seq, v_init_value=v_init_value)
 
     def multistep(x_seq, *v_init):
         return _outputs(bind(forward_p, x_seq, *v_init, save_residual=False, **params),

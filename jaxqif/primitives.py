@@ -15,6 +15,7 @@ import jax
 import numpy as np
 from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
+from jax.interpreters import partial_eval as pe
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -24,23 +25,57 @@ from jaxqif._config import NeuronConfig, state_dtype
 ShapedArray = jax.core.ShapedArray
 
 # ---------------------------------------------------------------------------------------------
-# forward: (x, [v_init]) -> spikes, v_final, [v_seq], [residual H]
+# forward: (x, [v_init]) -> spikes, [v_final], [v_seq], [residual H]
 # v_init_value: None, or every neuron's initial potential, given instead of a v_init operand (the
-# default start: no array filled with it is made or read).
+# default start: no array filled with it is made or read). The optional results are written
+# only when asked for; under `jit`, dead-code elimination drops those nobody uses
+# (`_prune_forward`), so inference that keeps only the spikes never writes v_final.
 
 forward_p = Primitive("qif_forward")
 forward_p.multiple_results = True
 
+# The optional results in order, after the spikes, with the parameter that asks for each.
+_FORWARD_OPTIONAL = ("store_v_final", "store_v_seq", "save_residual")
 
-def _forward_abstract_eval(x, *v_init, config, time_axis, store_v_seq, save_residual,
-                           v_init_value):
+
+def _forward_abstract_eval(x, *v_init, config, time_axis, store_v_final, store_v_seq,
+                           save_residual, v_init_value):
     st = state_dtype(x.dtype)
-    outs = [_seq_aval(x, x.dtype), _neuron_aval(x, time_axis, st)]
+    outs = [_seq_aval(x, x.dtype)]
+    if store_v_final:
+        outs.append(_neuron_aval(x, time_axis, st))
     outs += [_seq_aval(x, st)] * (int(store_v_seq) + int(save_residual))
     return outs
 
 
 forward_p.def_abstract_eval(_forward_abstract_eval)
+
+
+def _prune_forward(params: dict, used_outputs) -> tuple[dict, list[bool]] | None:
+    """The forward's parameters without the optional results in `used_outputs` that are not
+    used, and which of its current results remain; None when there is nothing to drop."""
+    flags = [params[name] for name in _FORWARD_OPTIONAL]
+    used = iter(used_outputs[1:])  # the spikes always stay
+    new_flags = [flag and next(used) for flag in flags]
+    if new_flags == flags:
+        return None
+    kept = [True] + [new for old, new in zip(flags, new_flags) if old]
+    return dict(params, **dict(zip(_FORWARD_OPTIONAL, new_flags))), kept
+
+
+def _forward_dce(used_outputs, eqn):
+    if not any(used_outputs):
+        return [False] * len(eqn.invars), None
+    pruned = _prune_forward(eqn.params, used_outputs)
+    if pruned is None:
+        return [True] * len(eqn.invars), eqn
+    params, kept = pruned
+    outvars = [v for v, keep in zip(eqn.outvars, kept) if keep]
+    return [True] * len(eqn.invars), eqn.replace(params=params, outvars=outvars)
+
+
+pe.dce_rules[forward_p] = _forward_dce
+_partitioning.register_output_pruning(forward_p, _prune_forward)
 
 
 def _neuron_attrs(config: NeuronConfig, time_axis: int, v_init_value) -> dict:
@@ -62,8 +97,8 @@ def _absent(dtype):
     return mlir.ir_constant(np.zeros((0,), dtype)), ShapedArray((0,), dtype)
 
 
-def _forward_lowering(ctx, x, *v_init, config, time_axis, store_v_seq, save_residual,
-                      v_init_value):
+def _forward_lowering(ctx, x, *v_init, config, time_axis, store_v_final, store_v_seq,
+                      save_residual, v_init_value):
     # The handler always has two operands and four results; an absent one has zero elements.
     x_aval = ctx.avals_in[0]
     st = state_dtype(x_aval.dtype)
@@ -73,8 +108,10 @@ def _forward_lowering(ctx, x, *v_init, config, time_axis, store_v_seq, save_resi
         operands.append(value)
         avals_in.append(aval)
     full = ShapedArray(x_aval.shape, st)
-    wanted = [True, True, store_v_seq, save_residual]
-    avals_out = list(ctx.avals_out[:2]) + [full if w else _absent(st)[1] for w in wanted[2:]]
+    neurons = ShapedArray(x_aval.shape[:time_axis] + x_aval.shape[time_axis + 1 :], st)
+    wanted = [True, store_v_final, store_v_seq, save_residual]
+    shapes = [ctx.avals_out[0], neurons, full, full]
+    avals_out = [aval if w else _absent(st)[1] for aval, w in zip(shapes, wanted)]
     results = jax.ffi.ffi_lowering(_library.FORWARD_TARGET)(
         ctx.replace(avals_in=avals_in, avals_out=avals_out), *operands,
         **_neuron_attrs(config, time_axis, v_init_value),
@@ -82,8 +119,8 @@ def _forward_lowering(ctx, x, *v_init, config, time_axis, store_v_seq, save_resi
     return [r for r, w in zip(results, wanted) if w]
 
 
-def _forward_batching(args, dims, *, config, time_axis, store_v_seq, save_residual,
-                      v_init_value):
+def _forward_batching(args, dims, *, config, time_axis, store_v_final, store_v_seq,
+                      save_residual, v_init_value):
     x, *v_init = args
     x_dim, *v_dim = dims
     size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
@@ -92,10 +129,10 @@ def _forward_batching(args, dims, *, config, time_axis, store_v_seq, save_residu
     time_axis, v_target = _fold_batch_axis(time_axis, x_dim)
     v_init = [_batch_at(v, d, v_target, size) for v, d in zip(v_init, v_dim)]
     outs = _partitioning.bind(
-        forward_p, x, *v_init, config=config, time_axis=time_axis, store_v_seq=store_v_seq,
-        save_residual=save_residual, v_init_value=v_init_value,
+        forward_p, x, *v_init, config=config, time_axis=time_axis, store_v_final=store_v_final,
+        store_v_seq=store_v_seq, save_residual=save_residual, v_init_value=v_init_value,
     )
-    return outs, [x_dim, v_target] + [x_dim] * (len(outs) - 2)
+    return outs, [x_dim] + [v_target] * store_v_final + [x_dim] * (store_v_seq + save_residual)
 
 
 # ---------------------------------------------------------------------------------------------

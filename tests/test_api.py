@@ -1,5 +1,6 @@
 """Argument checking, edge cases, and the basic transformations."""
 
+import re
 import warnings
 
 import jax
@@ -168,6 +169,41 @@ def test_inference_writes_no_residual():
     assert "save_residual=False" in jaxpr
 
 
+def _forward_result_types(f, *args) -> list[str]:
+    """The result types of the fused forward's custom call in f's lowered program."""
+    from jaxqif import _library
+
+    text = jax.jit(f).lower(*args).as_text()
+    call = next(line for line in text.splitlines() if _library.FORWARD_TARGET in line)
+    return re.findall(r"tensor<[^>]*>", call.split("->")[-1])
+
+
+@pytest.mark.parametrize("v_given", [False, True], ids=["default_start", "v_init"])
+def test_results_nobody_uses_are_not_written(v_given):
+    """Under jit, dead-code elimination drops v_final (and an unused v_seq) from the kernel
+    call, through custom_vjp and the partitioning wrapper; results are unchanged."""
+    x, v = make_inputs((6, 4), 0, jnp.float32)
+    v = v if v_given else None
+    run = lambda x, **kw: jaxqif.qif_multistep(x, v, backend="ffi", **kw)
+    absent = "tensor<0xf32>"
+    spikes_only = _forward_result_types(lambda x: run(x)[0], x)
+    assert spikes_only == ["tensor<6x4xf32>", absent, absent, absent], spikes_only
+    assert _forward_result_types(lambda x: run(x)[:2], x)[1] == "tensor<4xf32>"
+    v_seq_unused = _forward_result_types(lambda x: run(x, store_v_seq=True)[:2], x)
+    assert v_seq_unused[1:3] == ["tensor<4xf32>", absent], v_seq_unused
+    training = _forward_result_types(jax.grad(lambda x: run(x)[0].sum()), x)
+    assert training == ["tensor<6x4xf32>", absent, absent, "tensor<6x4xf32>"], training
+    batched = _forward_result_types(jax.vmap(lambda x: run(x)[0], in_axes=1, out_axes=1),
+                                    jnp.stack([x] * 3, axis=1))
+    assert batched[1] == absent, batched
+
+    spikes, _, _ = run(x)
+    np.testing.assert_array_equal(jax.jit(lambda x: run(x)[0])(x), spikes)
+    np.testing.assert_array_equal(jax.jit(lambda x: run(x, store_v_seq=True)[0])(x), spikes)
+    grad = jax.grad(lambda x: jnp.sum(run(x)[0] * jnp.cos(x)))
+    np.testing.assert_array_equal(jax.jit(grad)(x), grad(x))
+
+
 def test_missing_kernel_for_platform_warns_and_uses_jax(monkeypatch):
     from jaxqif import _library, api
 
@@ -205,5 +241,5 @@ def test_handler_errors_become_python_exceptions():
     bad_v = jnp.ones((5,), jnp.float32)  # 5 neurons instead of 3
     with pytest.raises(Exception, match="v_init has 5 elements, expected 3"):
         jax.block_until_ready(forward_p.bind(
-            x, bad_v, config=NeuronConfig(), time_axis=0, store_v_seq=False, save_residual=False,
-            v_init_value=None))
+            x, bad_v, config=NeuronConfig(), time_axis=0, store_v_final=True, store_v_seq=False,
+            save_residual=False, v_init_value=None))
