@@ -244,7 +244,7 @@ struct ForwardPointers {
   const void* x;
   const void* v_init;  // nullptr: every neuron starts at v_init_value
   void* spikes;
-  void* v_final;
+  void* v_final;   // nullptr when not wanted
   void* v_seq;     // nullptr when not stored
   void* residual;  // H, nullptr when not saved
 };
@@ -270,7 +270,9 @@ __device__ __forceinline__ Pack<S, kVec> initial_state(const void* v_init, int64
   return r;
 }
 
-template <typename X, typename S, bool kHardReset, typename Sh>
+// kResidual / kVSeq: H / V are stored every step (compile-time, so that inference carries no
+// per-step work for streams it does not write).
+template <typename X, typename S, bool kHardReset, bool kResidual, bool kVSeq, typename Sh>
 __global__ void __launch_bounds__(128)
     forward_kernel(ForwardPointers ptr, int64_t steps, int64_t inner, int64_t groups,
                    QifParams<S> p, S v_init_value) {
@@ -281,8 +283,8 @@ __global__ void __launch_bounds__(128)
   const int64_t n = group * kVec;
   const int64_t offset = group_offset(n, steps, inner);
   X* spikes = static_cast<X*>(ptr.spikes) + offset;
-  S* v_seq = ptr.v_seq ? static_cast<S*>(ptr.v_seq) + offset : nullptr;
-  S* residual = ptr.residual ? static_cast<S*>(ptr.residual) + offset : nullptr;
+  S* v_seq = kVSeq ? static_cast<S*>(ptr.v_seq) + offset : nullptr;
+  S* residual = kResidual ? static_cast<S*>(ptr.residual) + offset : nullptr;
 
   using Reader = StreamReader<Sh::kStaged, 1, kChunk, X, kVec>;
   Reader x(static_cast<const X*>(ptr.x) + offset, 0, steps, inner, ring);
@@ -306,11 +308,11 @@ __global__ void __launch_bounds__(128)
             v.v[k] = qif_reset<kHardReset>(h, spike, p);
           }
           store_pack(spikes + t * inner, spike_out);
-          if (residual) store_pack(residual + t * inner, h_out);
-          if (v_seq) store_pack(v_seq + t * inner, v);
+          if constexpr (kResidual) store_pack(residual + t * inner, h_out);
+          if constexpr (kVSeq) store_pack(v_seq + t * inner, v);
         }
       });
-  store_pack(static_cast<S*>(ptr.v_final) + n, v);
+  if (ptr.v_final) store_pack(static_cast<S*>(ptr.v_final) + n, v);
 }
 
 // Walks t downwards, one thread per group through all T steps (the plans with enough neurons
@@ -697,10 +699,18 @@ inline cudaError_t launch_forward(const ForwardLaunch& a, cudaStream_t stream) {
     dispatch_forward_plan<X>(plan.plan, [&]<typename Sh>(Sh) {
       using Reader = StreamReader<Sh::kStaged, 1, Sh::kChunk, X, Sh::kVec>;
       const size_t shared = Sh::kStaged ? Reader::kStagedBytes : 0;
-      status = a.hard_reset ? launch(forward_kernel<X, S, true, Sh>, plan, shared, stream, a.ptr,
-                                     a.layout, p, a.v_init_value)
-                            : launch(forward_kernel<X, S, false, Sh>, plan, shared, stream, a.ptr,
-                                     a.layout, p, a.v_init_value);
+      auto run = [&]<bool kResidual, bool kVSeq>() {
+        status = a.hard_reset
+                     ? launch(forward_kernel<X, S, true, kResidual, kVSeq, Sh>, plan, shared,
+                              stream, a.ptr, a.layout, p, a.v_init_value)
+                     : launch(forward_kernel<X, S, false, kResidual, kVSeq, Sh>, plan, shared,
+                              stream, a.ptr, a.layout, p, a.v_init_value);
+      };
+      const bool residual = a.ptr.residual != nullptr, v_seq = a.ptr.v_seq != nullptr;
+      if (residual && v_seq) run.template operator()<true, true>();
+      else if (residual) run.template operator()<true, false>();
+      else if (v_seq) run.template operator()<false, true>();
+      else run.template operator()<false, false>();  // inference
     });
   });
   return status;

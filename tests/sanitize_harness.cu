@@ -1,8 +1,8 @@
 // Launches the CUDA kernels directly, without JAX, for compute-sanitizer (whose racecheck, and at
 // times memcheck, crash inside JAX processes). scripts/gpu_check.sh links it with the seven
 // backward translation units (cuda/qif_cuda_backward.cu) and runs it under racecheck and
-// memcheck. Covers every launch plan, dtype and reset mode of the forward (with residual and
-// v_seq) and of the backward (with and without grad_v_seq, the former also with a constant
+// memcheck. Covers every launch plan, dtype and reset mode of the forward (each choice of the
+// results it writes) and of the backward (with and without grad_v_seq, the former also with a constant
 // v_init and no grad_v_init): with every surrogate on the layouts
 // with few neurons, with one on the large ones. Exits nonzero on any CUDA error.
 #include <cstdio>
@@ -62,10 +62,18 @@ void run(ffi::DataType dtype, const Layout& l, bool hard_reset, bool grad_v_seq,
   S* grad_v_init = filled<S>(n, 0.0f);
   const double v_reset = hard_reset ? -0.1 : 0.0;
   // grad_v_seq runs also start from the constant v_init_value and skip grad_v_init.
-  const gpu::ForwardLaunch forward{
-      {x, grad_v_seq ? nullptr : v_init, spikes, v_final, v_seq, residual}, l, dtype, 2.0, 0.8,
-      1.0, 1.0, 0.0, v_reset, hard_reset, v_reset};
-  check(gpu::launch_forward(forward, nullptr), "forward launch");
+  const void* start = grad_v_seq ? nullptr : v_init;
+  gpu::ForwardLaunch forward{{}, l, dtype, 2.0, 0.8, 1.0, 1.0, 0.0, v_reset, hard_reset, v_reset};
+  // Every store variant of the forward kernel: inference (spikes only), training (and H), V
+  // alone, then everything, which the backward reads.
+  const gpu::ForwardPointers variants[] = {{x, start, spikes, nullptr, nullptr, nullptr},
+                                           {x, start, spikes, v_final, nullptr, residual},
+                                           {x, start, spikes, nullptr, v_seq, nullptr},
+                                           {x, start, spikes, v_final, v_seq, residual}};
+  for (const gpu::ForwardPointers& pointers : variants) {
+    forward.ptr = pointers;
+    check(gpu::launch_forward(forward, nullptr), "forward launch");
+  }
   const gpu::BackwardLaunch backward{
       {grad_spikes, grad_v_seq ? grad_v : nullptr, grad_v_final, residual,
        grad_v_seq ? nullptr : v_init, grad_x, grad_v_seq ? nullptr : grad_v_init},
