@@ -589,11 +589,10 @@ constexpr int64_t kThreadsToFill = 1024;
 //  * fewer: the backward splits the time axis over up to kMaxSegments warps (segmented), as
 //    many as it takes to fill the GPU. The forward cannot (its recurrence is not affine), so
 //    every thread lives for the whole sequence and blocks should all be resident at once,
-//    spread over every multiprocessor in small blocks: staged, deep below 1/8 of the filling
-//    thread count, shallow above. There a 16-bit type stages two neurons per thread, which
-//    halves the threads: when few, it keeps one neuron per thread with long register chunks
-//    (narrow long), as do layouts that cannot be staged (odd innermost size, misaligned), in
-//    the backward too.
+//    spread over every multiprocessor in small blocks: staged (a 16-bit type two neurons per
+//    thread), deep below 1/8 of the filling thread count, shallow above. Layouts that cannot
+//    be staged (odd innermost size for a 16-bit type, misaligned) keep one neuron per thread
+//    with long register chunks (narrow long), in the backward too.
 inline LaunchPlan choose_plan(const Layout& l, int wide_vec, int staged_vec, bool aligned,
                               bool backward) {
   const int64_t sms = multiprocessor_count();
@@ -609,12 +608,12 @@ inline LaunchPlan choose_plan(const Layout& l, int wide_vec, int staged_vec, boo
     const int segments = static_cast<int>(std::clamp<int64_t>(filling / groups, 1, kMaxSegments));
     return {Plan::kSegmented, staged_vec, groups, 32 * segments, segments};
   }
-  const bool deep = neurons <= filling / 8;
-  const bool staged = stageable && !(deep && staged_vec > 1);  // forward only, from here
-  const int vec = staged ? staged_vec : 1;
+  const bool deep = neurons <= filling / 8;  // forward only, from here
+  const int vec = stageable ? staged_vec : 1;
   const int64_t groups = neurons / vec;
   const int threads = groups < sms * 256 ? 32 : groups < sms * 512 ? 64 : 128;
-  const Plan plan = !staged ? Plan::kNarrowLong : deep ? Plan::kStagedDeep : Plan::kStagedShallow;
+  const Plan plan =
+      !stageable ? Plan::kNarrowLong : deep ? Plan::kStagedDeep : Plan::kStagedShallow;
   return {plan, vec, groups, threads};
 }
 
@@ -625,9 +624,7 @@ void dispatch_forward_plan(Plan plan, Fn&& fn) {
     case Plan::kWide: return fn(Shape<kWideVec<X>, 4, false>{});
     case Plan::kNarrow: return fn(Shape<1, 8, false>{});
     case Plan::kNarrowLong: return fn(Shape<1, 32, false>{});
-    case Plan::kStagedDeep:  // never chosen for 16-bit types (see choose_plan)
-      if constexpr (kStagedVec<X> == 1) return fn(Shape<1, 32, true>{});
-      else return fn(Shape<1, 32, false>{});
+    case Plan::kStagedDeep: return fn(Shape<kStagedVec<X>, 32, true>{});
     default: return fn(Shape<kStagedVec<X>, 8, true>{});  // staged shallow
   }
 }
