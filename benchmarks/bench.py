@@ -20,14 +20,10 @@ with CUDA events, JAX batches with the host clock around block_until_ready. Each
 one of several input sets in rotation (together >= 256 MiB), so inputs are not served from
 the 50 MB L2 cache.
 
-A jitted call also costs its host dispatch (``dispatch ms``: a jitted copy of a tiny array,
-measured in the same run; tens of microseconds on some hosts), which bounds ``ms`` from below
-however fast the kernel. So jaxqif is also timed on the device alone: ``ms (device)`` = one
-jitted program that makes k calls on the rotating input sets, divided by k, with k chosen so
-that the program runs >= 5 ms. An optimization barrier makes each call's inputs wait for the
-previous call's output, so that the calls run one after another (XLA could otherwise run
-independent calls side by side, or merge identical ones). The ratio to the floor is taken on that time, the
-kernels' own; speedups over the baselines stay end to end.
+A jitted call also costs its host dispatch, measured in the same run as ``dispatch ms`` (a
+jitted copy of a tiny array, back to back; tens of microseconds on some hosts): no jitted call
+is faster end to end, however fast its kernel. ``kernel_profile.py --table`` gives the kernels'
+own times, read by Nsight Compute.
 
 Run on a GPU machine (SpikingJelly from its wheels, if present)::
 
@@ -212,22 +208,6 @@ def measure(launch, sync, timing: Timing, event_timer=None) -> dict:
                 ms_min=min(batched), ms_max=max(batched), first=first)
 
 
-DEVICE_PROGRAM_MS = 5.0   # the device-time program runs at least this long
-DEVICE_OUTPUT_BYTES = 16 << 30  # and keeps at most this many bytes of outputs
-
-
-def measure_device(program, sync, calls: int, timing: Timing) -> float:
-    """ms per call of ``program()``, a single dispatch of ``calls`` calls (see the module
-    docstring): median over timing.reps programs, each synchronized."""
-    once = Timing(warmup=2, single_calls=1, reps=timing.reps, batch_ms=0.0, max_batch=1)
-    return measure(lambda i: program(), sync, once)["ms"] / calls
-
-
-def device_calls(ms_per_call: float, output_bytes: int) -> int:
-    by_time = math.ceil(DEVICE_PROGRAM_MS / max(ms_per_call, 1e-3))
-    return max(2, min(64, by_time, DEVICE_OUTPUT_BYTES // max(output_bytes, 1)))
-
-
 def dispatch_ms(jax, jnp, timing: Timing) -> float:
     """Per-call time of a jitted copy of a tiny array, back to back: the host's dispatch."""
     tiny = jnp.ones((1024,), jnp.float32)
@@ -261,8 +241,7 @@ class JaxImpl:
         def loss(x, g):
             return jnp.sum(spikes(x) * g)
 
-        self.ops = {"fwd": spikes, "fwd+bwd": jax.grad(loss)}
-        self.fns = {mode: jax.jit(op) for mode, op in self.ops.items()}
+        self.fns = {"fwd": jax.jit(spikes), "fwd+bwd": jax.jit(jax.grad(loss))}
 
     def case(self, mode: str, xs, gs):
         """(launch, sync, event_timer, checksum) for ``measure`` over the input sets."""
@@ -278,23 +257,6 @@ class JaxImpl:
             return float(jnp.sum(jnp.abs(out.astype(jnp.float32))))
 
         return launch, self.jax.block_until_ready, None, checksum
-
-    def device_program(self, mode: str, xs, gs, calls: int):
-        """A no-argument function dispatching one jitted program of ``calls`` calls."""
-        op, lax, jnp = self.ops[mode], self.jax.lax, self.jnp
-
-        def many(xs, gs):
-            outs = [jnp.zeros(())]
-            for i in range(calls):
-                args = (xs[i % len(xs)],) if mode == "fwd" else (xs[i % len(xs)], gs[i % len(gs)])
-                # Each call's inputs wait for the previous call's output: the calls run one
-                # after another, as in a loop of jitted calls, and none is merged with another.
-                args, _ = lax.optimization_barrier((args, outs[-1]))
-                outs.append(op(*args))
-            return outs[1:]
-
-        program = self.jax.jit(many)
-        return lambda: program(xs, gs)
 
 
 class SjImpl:
@@ -378,10 +340,9 @@ def run_sweep(args, jax, jnp, impls: dict, sj_impl, bandwidth: float, deadline: 
                 group = []
                 for impl in args.impls:
                     row = dict(T=t, N=n, dtype=dtype, mode=mode, impl=impl, ms=None,
-                               ms_sync=None, ms_min=None, ms_max=None, batch=None,
-                               ms_device=None, device_calls=None, floor_ms=floor_ms,
-                               x_floor=None, x_floor_device=None, speedup=None, checksum=None,
-                               checksum_rel_diff=None, input_sets=sets, note=None)
+                               ms_sync=None, ms_min=None, ms_max=None, batch=None, floor_ms=floor_ms, x_floor=None,
+                               speedup=None, checksum=None, checksum_rel_diff=None,
+                               input_sets=sets, note=None)
                     group.append(row)
                     if data is None:
                         row["note"] = "skipped: --max-seconds reached"
@@ -401,14 +362,6 @@ def run_sweep(args, jax, jnp, impls: dict, sj_impl, bandwidth: float, deadline: 
                                    batch=result["batch"], x_floor=result["ms"] / floor_ms,
                                    checksum=checksum(result["first"]))
                         del result
-                        if impl == JAXQIF:
-                            calls = device_calls(row["ms"], t * n * elem_bytes)
-                            program = impls[impl].device_program(mode, *data, calls)
-                            row.update(ms_device=measure_device(program, sync, calls,
-                                                                args.timing),
-                                       device_calls=calls)
-                            row["x_floor_device"] = row["ms_device"] / floor_ms
-                            del program
                     except Exception as error:  # noqa: BLE001 - record and go on
                         row["note"] = f"error: {type(error).__name__}: {str(error)[:300]}"
                         print(f"  {impl} {t}x{n} {dtype} {mode}: {row['note']}", file=sys.stderr)
@@ -416,13 +369,9 @@ def run_sweep(args, jax, jnp, impls: dict, sj_impl, bandwidth: float, deadline: 
                 finish_group(group)
                 rows.extend(group)
                 for row in group:
-                    device = (f"  device {fmt(row['ms_device'], 4)} ms "
-                              f"x{fmt(row['x_floor_device'], 2)} floor"
-                              if row["ms_device"] is not None else "")
                     print(f"  T={row['T']:5d} N={row['N']:8d} {dtype:8s} {mode:7s} "
                           f"{row['impl']:20s} {fmt(row['ms'], 4):>9s} ms  "
-                          f"x{fmt(row['x_floor'], 2)} floor{device}  {row['note'] or ''}",
-                          flush=True)
+                          f"x{fmt(row['x_floor'], 2)} floor  {row['note'] or ''}", flush=True)
             if sj_impl is not None:
                 sj_impl.clear()
             del data
@@ -535,13 +484,13 @@ def geometric_means(groups: dict, baselines: list) -> list:
         if JAXQIF not in group or group[JAXQIF]["ms"] is None:
             continue
         kind = per_kind.setdefault((dtype, mode), {"floor": [], **{b: [] for b in baselines}})
-        kind["floor"].append(group[JAXQIF]["x_floor_device"] or group[JAXQIF]["x_floor"])
+        kind["floor"].append(group[JAXQIF]["x_floor"])
         for b in baselines:
             if b in group and group[b].get("speedup"):
                 kind[b].append(group[b]["speedup"])
     if not per_kind:
         return []
-    header = ["dtype", "mode", "jaxqif × floor (device)", *(f"vs {b}" for b in baselines)]
+    header = ["dtype", "mode", "jaxqif × floor", *(f"vs {b}" for b in baselines)]
     lines = ["", "Geometric means over the shapes:", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (dtype, mode), kind in per_kind.items():
@@ -569,35 +518,28 @@ def markdown(results: dict) -> str:
         f"Dispatch: a jitted copy of a tiny array takes {fmt(results.get('dispatch_ms'), 4)} ms "
         "per call back to back on this host; no jitted call is faster end to end.",
         "",
-        "| T | N | dtype | mode | impl | ms | ms (1 call) | ms (device) | floor ms | × floor "
-        "| × floor (device) | jaxqif speedup |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| T | N | dtype | mode | impl | ms | ms (1 call) | floor ms | × floor | jaxqif speedup |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ms = fmt(r["ms"], 4) if r["ms"] is not None else (r["note"] or "—")
         speedup = f"{r['speedup']:.2f}x" if r.get("speedup") else "—"
         lines.append(f"| {r['T']} | {shape_n(r['N'])} | {r['dtype']} | {r['mode']} | {r['impl']} "
-                     f"| {ms} | {fmt(r['ms_sync'], 4)} | {fmt(r.get('ms_device'), 4)} "
-                     f"| {fmt(r['floor_ms'], 4)} | {fmt(r['x_floor'], 2)} "
-                     f"| {fmt(r.get('x_floor_device'), 2)} | {speedup} |")
+                     f"| {ms} | {fmt(r['ms_sync'], 4)} | {fmt(r['floor_ms'], 4)} "
+                     f"| {fmt(r['x_floor'], 2)} | {speedup} |")
 
     impls = list(dict.fromkeys(r["impl"] for r in rows))
     baselines = [i for i in impls if i != JAXQIF]
-    header = ["T", "N", "dtype", "mode", "floor ms", f"{JAXQIF} (device)", *impls,
-              *(f"vs {b}" for b in baselines)]
-    lines += ["", "Summary: ms (× floor), end to end unless marked (device); speedup = "
-              "baseline ms / jaxqif ms, end to end.", "",
+    header = ["T", "N", "dtype", "mode", "floor ms", *impls, *(f"vs {b}" for b in baselines)]
+    lines += ["", "Summary: ms (× floor); speedup = baseline ms / jaxqif ms.", "",
               "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["T"], r["N"], r["dtype"], r["mode"]), {})[r["impl"]] = r
     for (t, n, dtype, mode), group in groups.items():
         floor = next(iter(group.values()))["floor_ms"]
-        ours = group.get(JAXQIF, {})
-        device = (f"{fmt(ours['ms_device'], 3)} ({fmt(ours['x_floor_device'], 2)}x)"
-                  if ours.get("ms_device") is not None else "—")
-        cells = [device] + [f"{fmt(group[i]['ms'], 3)} ({fmt(group[i]['x_floor'], 2)}x)"
-                            if i in group and group[i]["ms"] is not None else "—" for i in impls]
+        cells = [f"{fmt(group[i]['ms'], 3)} ({fmt(group[i]['x_floor'], 2)}x)"
+                 if i in group and group[i]["ms"] is not None else "—" for i in impls]
         speed = [f"{group[b]['speedup']:.2f}x" if b in group and group[b].get("speedup") else "—"
                  for b in baselines]
         lines.append("| " + " | ".join([str(t), shape_n(n), dtype, mode, fmt(floor, 3),
@@ -736,9 +678,7 @@ def main(argv=None) -> int:
             f"single calls; 'ms' = median over {t.reps} batches of k back-to-back calls "
             f"(k ~ {t.batch_ms:g} ms / call time, <= {t.max_batch}) per call; inputs rotate over "
             f">= {ROTATE_BYTES >> 20} MiB of input sets; torch timed with CUDA events, JAX with "
-            f"the host clock around block_until_ready. 'ms (device)' (jaxqif) = median of "
-            f"{t.reps} jitted programs of k calls each (>= {DEVICE_PROGRAM_MS:g} ms, "
-            f"2 <= k <= 64), over k; '× floor (device)' on that time."),
+            f"the host clock around block_until_ready."),
         args={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
               if k != "timing"} | {"timing": t.__dict__},
         rows=rows,

@@ -8,11 +8,20 @@ any copy XLA adds around the custom calls, forward vs backward).
 
 (scripts/gpu_check.sh's `profile` stage runs exactly that.) Only the calls after warm-up are
 profiled, between cudaProfilerStart/Stop (through CuPy, which shares JAX's CUDA context).
+
+    python3 benchmarks/kernel_profile.py --table profile.csv [--bench bench.json]
+
+renders that output as a markdown table: per call, the sum of its kernels' durations (a call
+starts at its forward kernel), DRAM bytes, and the ratio to bench.py's floor at the copy
+bandwidth of the given bench.py results. Nsight Compute runs each kernel alone with its caches
+flushed first, so these are the kernels' own times, without the host's dispatch.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import sys
 from pathlib import Path
 
@@ -24,12 +33,67 @@ METRICS = ("gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,"
            "sm__warps_active.avg.pct_of_peak_sustained_active")
 
 
+def calls(csv_path: Path) -> list[dict]:
+    """The profiled calls, in order: the PROFILE lines this script printed, each with the
+    kernels (name, ns, DRAM bytes) that ncu listed for it."""
+    lines = csv_path.read_text().splitlines()
+    labels = [line.split()[1:] for line in lines if line.startswith("PROFILE ")]
+    start = next(i for i, line in enumerate(lines) if line.startswith('"ID"'))
+    kernels: dict = {}
+    for row in csv.DictReader(lines[start:]):
+        try:
+            value = float(row["Metric Value"].replace(",", ""))
+        except ValueError:
+            value = row["Metric Value"]
+        kernels.setdefault(row["ID"], {"name": row["Kernel Name"]})[row["Metric Name"]] = value
+    grouped: list[list] = []
+    for kernel in kernels.values():  # in launch order
+        if "forward_kernel<" in kernel["name"] or not grouped:
+            grouped.append([])
+        grouped[-1].append(kernel)
+    if len(grouped) != len(labels):
+        raise ValueError(f"{len(labels)} PROFILE lines but {len(grouped)} calls in {csv_path}")
+    result = []
+    for (mode, t, n, dtype), group in zip(labels, grouped):
+        result.append(dict(
+            mode=mode, T=int(t.split("=")[1]), N=int(n.split("=")[1]), dtype=dtype,
+            kernels=len(group), us=sum(k["gpu__time_duration.sum"] for k in group) / 1e3,
+            dram_mb=sum(k["dram__bytes_read.sum"] + k["dram__bytes_write.sum"]
+                        for k in group) / 1e6))
+    return result
+
+
+def table(csv_path: Path, bench_json: Path | None) -> str:
+    from bench import FLOOR_BYTES, shape_n
+
+    bandwidth = None
+    if bench_json is not None:
+        bandwidth = json.loads(bench_json.read_text())["bandwidth"]["copy_GBps"] * 1e9
+    lines = ["| T | N | dtype | mode | kernels | kernel us | DRAM MB | floor us | × floor |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for c in calls(csv_path):
+        floor = (c["T"] * c["N"] * FLOOR_BYTES[(c["mode"], c["dtype"])] / bandwidth * 1e6
+                 if bandwidth else None)
+        ratio = f"{c['us'] / floor:.2f}x" if floor else "—"
+        lines.append(f"| {c['T']} | {shape_n(c['N'])} | {c['dtype']} | {c['mode']} "
+                     f"| {c['kernels']} | {c['us']:.1f} | {c['dram_mb']:.0f} "
+                     f"| {f'{floor:.1f}' if floor else '—'} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shapes", type=lambda s: [parse_shape(x) for x in s.split(",")],
                    default=SHAPES)
     p.add_argument("--dtypes", type=lambda s: s.split(","), default=["float32", "bfloat16"])
+    p.add_argument("--table", type=Path, metavar="CSV",
+                   help="profile nothing: print the markdown table of an earlier ncu CSV")
+    p.add_argument("--bench", type=Path, metavar="JSON",
+                   help="with --table: bench.py results whose copy bandwidth sets the floor")
     args = p.parse_args(argv)
+    if args.table:
+        print(table(args.table, args.bench), end="")
+        return
 
     import cupy
     import jax

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 IMPL_COLORS = {"jaxqif": "#1f77b4", "spikingjelly-triton": "#ff7f0e", "pure-jax": "#7f7f7f"}
-DEVICE = " (device)"  # jaxqif's device-only time (bench.py's ms_device), a series of its own
 
 
 def shape_label(t: int, n: int) -> str:
@@ -34,8 +33,6 @@ def plot(results: dict, path: Path) -> Path:
     modes = [m for m in ("fwd", "fwd+bwd") if any(r["mode"] == m for r in rows)]
     dtypes = list(dict.fromkeys(r["dtype"] for r in rows))
     impls = list(dict.fromkeys(r["impl"] for r in rows))
-    impls[1:1] = list(dict.fromkeys(r["impl"] + DEVICE for r in rows
-                                    if r.get("x_floor_device") is not None))
     shapes = list(dict.fromkeys((r["T"], r["N"]) for r in rows))
     if not rows:
         raise ValueError("no timed rows to plot")
@@ -49,16 +46,12 @@ def plot(results: dict, path: Path) -> Path:
             for k, impl in enumerate(impls):
                 xs, ys = [], []
                 for s, (t, n) in enumerate(shapes):
-                    base = impl.removesuffix(DEVICE)
-                    key = "x_floor_device" if impl.endswith(DEVICE) else "x_floor"
                     match = [r for r in rows if (r["mode"], r["dtype"], r["impl"], r["T"], r["N"])
-                             == (mode, dtype, base, t, n) and r.get(key) is not None]
+                             == (mode, dtype, impl, t, n)]
                     if match:
                         xs.append(s + (k - (len(impls) - 1) / 2) * width)
-                        ys.append(match[0][key])
-                base = impl.removesuffix(DEVICE)
-                ax.bar(xs, ys, width, label=impl, color=IMPL_COLORS.get(base),
-                       alpha=0.55 if impl.endswith(DEVICE) else 1.0)
+                        ys.append(match[0]["x_floor"])
+                ax.bar(xs, ys, width, label=impl, color=IMPL_COLORS.get(impl))
             ax.axhline(1.0, color="black", linestyle="--", linewidth=0.8)
             ax.set_yscale("log")
             ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
