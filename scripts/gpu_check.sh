@@ -5,8 +5,9 @@
 #                             [bench-full] [profile] [profile-stalls]
 # (default: build test sanitize bench). `sanitize` runs racecheck and memcheck on
 # tests/sanitize_harness.cu, `racecheck` only the former; `sanitize-jax` memcheck through JAX
-# (tests/gpu_sanitize.py); `profile` lists every kernel of one inference and one training call
-# per benchmark shape with Nsight Compute (duration, DRAM bytes, registers).
+# (tests/gpu_sanitize.py); `profile` times every kernel of one inference and one training call
+# per benchmark shape with Nsight Compute (duration, DRAM bytes, registers) and writes each
+# call's kernel time against the floor (kernels.md).
 # Logs and results go to $OUT (default ./gpu-results): at most 7 files, as few come back from a
 # leased machine.
 set -uo pipefail
@@ -99,7 +100,16 @@ if has profile; then
   ncu --clock-control none --profile-from-start off --csv --metrics "$metrics" \
     python3 benchmarks/kernel_profile.py >"$OUT/profile.csv" 2>&1
   echo "ncu exit code: $?"
-  grep -c '"gpu__time_duration.sum"' "$OUT/profile.csv"
+  # Kernel times per call against the floor at this session's copy bandwidth (bench-full's, or
+  # a quick measurement).
+  bench_json="$OUT/bench.json"
+  if [ ! -f "$bench_json" ]; then
+    python3 benchmarks/bench.py --quick --impls jaxqif --modes fwd --shapes 4x2^23 --no-plot \
+      --out-dir /tmp --name bandwidth >/dev/null 2>&1
+    bench_json=/tmp/bandwidth.json
+  fi
+  python3 benchmarks/kernel_profile.py --table "$OUT/profile.csv" --bench "$bench_json" \
+    | tee "$OUT/kernels.md"
 fi
 if has profile-stalls; then
   # Why the long-sequence kernels (latency-bound, few neurons) take the time they do: issue
