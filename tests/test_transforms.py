@@ -171,6 +171,27 @@ def test_other_custom_partitioning_calls_keep_their_vmap_behaviour():
         jax.vmap(double)(jnp.ones((2, 3)))
 
 
+def test_other_custom_partitioning_calls_keep_their_dead_code_behaviour():
+    """jaxqif's dead-code rule for custom_partitioning prunes its own calls only: another
+    library's call keeps all its results while one is used, and goes when none is."""
+    from jax.interpreters import partial_eval as pe
+
+    @custom_partitioning
+    def pair(x):
+        return 2 * x, 3 * x
+
+    def partition(mesh, args, results):
+        return mesh, lambda x: (2 * x, 3 * x), [r.sharding for r in results], (args[0].sharding,)
+
+    pair.def_partition(partition=partition, sharding_rule="i -> i, i")
+    jaxpr = jax.make_jaxpr(pair)(jnp.arange(3.0)).jaxpr
+    one_used, _ = pe.dce_jaxpr(jaxpr, [False, True])
+    (call,) = [e for e in one_used.eqns if e.primitive.name == "custom_partitioning"]
+    assert len(call.outvars) == 2
+    assert not pe.dce_jaxpr(jaxpr, [False, False])[0].eqns
+    np.testing.assert_array_equal(jax.jit(lambda x: pair(x)[1])(jnp.arange(3.0)), [0, 3, 6])
+
+
 # ---------------------------------------------------------------------------------------------
 # sharding
 
