@@ -34,6 +34,8 @@ Run on a GPU machine (SpikingJelly from its wheels, if present)::
 (jaxqif's CPU kernel and pure JAX) to test this script without a GPU. Outputs, in --out-dir:
 <name>.md (tables, with geometric means over the shapes), <name>.json (every number, versions,
 bandwidth), <name>.png (plot); ``--render <json>`` rewrites them from an earlier run's JSON.
+``--kernels <csv>`` adds jaxqif's kernel times from a ``kernel_profile.py`` Nsight Compute CSV
+of the same build (``scripts/gpu_check.sh profile``) as a column of their own.
 """
 
 from __future__ import annotations
@@ -127,6 +129,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--examples", action="store_true",
                    help="also time the examples' training steps (see time_examples)")
     p.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    p.add_argument("--kernels", type=Path, metavar="CSV",
+                   help="jaxqif's kernel times from kernel_profile.py's ncu CSV, as a column")
     p.add_argument("--render", type=Path, metavar="JSON",
                    help="measure nothing: write <name>.md (and the plot) from a results JSON")
     args = p.parse_args(argv)
@@ -476,6 +480,21 @@ def geometric_mean(values: list) -> float | None:
     return math.exp(sum(map(math.log, values)) / len(values)) if values else None
 
 
+def attach_kernel_times(results: dict, csv_path: Path) -> None:
+    """Adds kernel_ms (the sum of a call's kernels under Nsight Compute) and its ratio to the
+    floor to jaxqif's rows, from kernel_profile.py's CSV."""
+    import kernel_profile
+
+    kernels = {(c["T"], c["N"], c["dtype"], c["mode"]): c["us"] / 1e3
+               for c in kernel_profile.calls(csv_path)}
+    for row in results["rows"]:
+        ms = kernels.get((row["T"], row["N"], row["dtype"], row["mode"]))
+        if row["impl"] == JAXQIF and ms is not None:
+            row.update(kernel_ms=ms, x_floor_kernels=ms / row["floor_ms"])
+    results["kernels_source"] = (f"{csv_path.name}: Nsight Compute, each kernel alone after a "
+                                 "cache flush, summed per call (kernel_profile.py)")
+
+
 def geometric_means(groups: dict, baselines: list) -> list:
     """Markdown lines: per dtype and mode, the geometric mean over the shapes of jaxqif's
     multiple of the floor and of its speedup over each baseline (where both were measured)."""
@@ -483,18 +502,22 @@ def geometric_means(groups: dict, baselines: list) -> list:
     for (_, _, dtype, mode), group in groups.items():
         if JAXQIF not in group or group[JAXQIF]["ms"] is None:
             continue
-        kind = per_kind.setdefault((dtype, mode), {"floor": [], **{b: [] for b in baselines}})
+        kind = per_kind.setdefault((dtype, mode),
+                                   {"kernels": [], "floor": [], **{b: [] for b in baselines}})
         kind["floor"].append(group[JAXQIF]["x_floor"])
+        if group[JAXQIF].get("x_floor_kernels"):
+            kind["kernels"].append(group[JAXQIF]["x_floor_kernels"])
         for b in baselines:
             if b in group and group[b].get("speedup"):
                 kind[b].append(group[b]["speedup"])
     if not per_kind:
         return []
-    header = ["dtype", "mode", "jaxqif × floor", *(f"vs {b}" for b in baselines)]
+    header = ["dtype", "mode", "jaxqif kernels × floor", "jaxqif × floor",
+              *(f"vs {b}" for b in baselines)]
     lines = ["", "Geometric means over the shapes:", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (dtype, mode), kind in per_kind.items():
-        cells = [geometric_mean(kind[k]) for k in ("floor", *baselines)]
+        cells = [geometric_mean(kind[k]) for k in ("kernels", "floor", *baselines)]
         lines.append("| " + " | ".join([dtype, mode, *(f"{fmt(c, 2)}x" if c else "—"
                                                         for c in cells)]) + " |")
     return lines
@@ -530,16 +553,23 @@ def markdown(results: dict) -> str:
 
     impls = list(dict.fromkeys(r["impl"] for r in rows))
     baselines = [i for i in impls if i != JAXQIF]
-    header = ["T", "N", "dtype", "mode", "floor ms", *impls, *(f"vs {b}" for b in baselines)]
-    lines += ["", "Summary: ms (× floor); speedup = baseline ms / jaxqif ms.", "",
+    header = ["T", "N", "dtype", "mode", "floor ms", f"{JAXQIF} kernels", *impls,
+              *(f"vs {b}" for b in baselines)]
+    lines += ["", "Summary: ms (× floor), end to end but for jaxqif's kernels alone "
+              f"({results.get('kernels_source', 'not profiled')}); speedup = baseline ms / "
+              "jaxqif ms, end to end.", "",
               "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["T"], r["N"], r["dtype"], r["mode"]), {})[r["impl"]] = r
     for (t, n, dtype, mode), group in groups.items():
         floor = next(iter(group.values()))["floor_ms"]
-        cells = [f"{fmt(group[i]['ms'], 3)} ({fmt(group[i]['x_floor'], 2)}x)"
-                 if i in group and group[i]["ms"] is not None else "—" for i in impls]
+        ours = group.get(JAXQIF, {})
+        kernels = (f"{fmt(ours['kernel_ms'], 3)} ({fmt(ours['x_floor_kernels'], 2)}x)"
+                   if ours.get("kernel_ms") is not None else "—")
+        cells = [kernels] + [f"{fmt(group[i]['ms'], 3)} ({fmt(group[i]['x_floor'], 2)}x)"
+                             if i in group and group[i]["ms"] is not None else "—"
+                             for i in impls]
         speed = [f"{group[b]['speedup']:.2f}x" if b in group and group[b].get("speedup") else "—"
                  for b in baselines]
         lines.append("| " + " | ".join([str(t), shape_n(n), dtype, mode, fmt(floor, 3),
@@ -592,7 +622,10 @@ def write_results(results: dict, args: argparse.Namespace) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.render:
-        write_results(json.loads(args.render.read_text()), args)
+        results = json.loads(args.render.read_text())
+        if args.kernels:
+            attach_kernel_times(results, args.kernels)
+        write_results(results, args)
         print(f"wrote {args.out_dir}/{args.name}.md from {args.render}")
         return 0
     if args.cpu_smoke:
@@ -686,6 +719,8 @@ def main(argv=None) -> int:
         wall_seconds=None,
     )
     results["wall_seconds"] = time.time() - started
+    if args.kernels:
+        attach_kernel_times(results, args.kernels)
 
     table = write_results(results, args)
     print()
