@@ -5,40 +5,26 @@
 //   nvcc -O3 -arch=sm_90 benchmarks/memory_walk.cu -o /tmp/memory_walk && /tmp/memory_walk
 #include <cstdio>
 #include <cstdint>
-template <typename V, int U>
+// kSync: the warps of a block synchronize every U rows, so that their pieces of a row are written
+// close together in time (threads past the end then stay for the barriers, touching nothing).
+template <typename V, int U, bool kSync>
 __global__ void walk(const V* __restrict__ x, V* __restrict__ y, int T, int64_t nvec) {
-  int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (i >= nvec) return;
+  const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const bool active = i < nvec;
+  if (!kSync && !active) return;
   V buf[U];
 #pragma unroll
-  for (int u = 0; u < U; ++u) buf[u] = __ldcs(x + (int64_t)u * nvec + i);
+  for (int u = 0; u < U; ++u) if (active) buf[u] = __ldcs(x + (int64_t)u * nvec + i);
   for (int t0 = 0; t0 < T; t0 += U) {
 #pragma unroll
     for (int u = 0; u < U; ++u) {
+      if (!active) continue;
       V v = buf[u];
       int tn = t0 + U + u;
       if (tn < T) buf[u] = __ldcs(x + (int64_t)tn * nvec + i);
       __stcs(y + (int64_t)(t0 + u) * nvec + i, v);
     }
-  }
-}
-// The same walk, with the warps of a block synchronized every U rows, so that their pieces of a
-// row are written close together in time.
-template <typename V, int U>
-__global__ void walk_sync(const V* __restrict__ x, V* __restrict__ y, int T, int64_t nvec) {
-  int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  V buf[U];
-#pragma unroll
-  for (int u = 0; u < U; ++u) buf[u] = __ldcs(x + (int64_t)u * nvec + i);
-  for (int t0 = 0; t0 < T; t0 += U) {
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      V v = buf[u];
-      int tn = t0 + U + u;
-      if (tn < T) buf[u] = __ldcs(x + (int64_t)tn * nvec + i);
-      __stcs(y + (int64_t)(t0 + u) * nvec + i, v);
-    }
-    __syncthreads();
+    if constexpr (kSync) __syncthreads();
   }
 }
 template <typename V, int U>
@@ -46,9 +32,9 @@ void run(const char* name, void* x, void* y, int T, int64_t bytes_per_row, int b
   int64_t nvec = bytes_per_row / sizeof(V);
   int grid = (nvec + block - 1) / block;
   cudaEvent_t a, b; cudaEventCreate(&a); cudaEventCreate(&b);
-  for (int r = 0; r < 3; ++r) sync ? walk_sync<V, U><<<grid, block>>>((V*)x, (V*)y, T, nvec) : walk<V, U><<<grid, block>>>((V*)x, (V*)y, T, nvec);
+  for (int r = 0; r < 3; ++r) sync ? walk<V, U, true><<<grid, block>>>((V*)x, (V*)y, T, nvec) : walk<V, U, false><<<grid, block>>>((V*)x, (V*)y, T, nvec);
   cudaEventRecord(a);
-  for (int r = 0; r < 20; ++r) sync ? walk_sync<V, U><<<grid, block>>>((V*)x, (V*)y, T, nvec) : walk<V, U><<<grid, block>>>((V*)x, (V*)y, T, nvec);
+  for (int r = 0; r < 20; ++r) sync ? walk<V, U, true><<<grid, block>>>((V*)x, (V*)y, T, nvec) : walk<V, U, false><<<grid, block>>>((V*)x, (V*)y, T, nvec);
   cudaEventRecord(b); cudaEventSynchronize(b);
   float ms; cudaEventElapsedTime(&ms, a, b); ms /= 20;
   printf("%-10s vec %2dB U %2d block %4d %s threads %7lld  T %5d row %6lld B: %7.2f us %6.0f GB/s %s\n", name, (int)sizeof(V), U, block, sync ? "sync" : "    ",
