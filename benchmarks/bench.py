@@ -344,8 +344,8 @@ def run_sweep(args, jax, jnp, impls: dict, sj_impl, bandwidth: float, deadline: 
                 group = []
                 for impl in args.impls:
                     row = dict(T=t, N=n, dtype=dtype, mode=mode, impl=impl, ms=None,
-                               ms_sync=None, ms_min=None, ms_max=None, batch=None, floor_ms=floor_ms, x_floor=None,
-                               speedup=None, checksum=None, checksum_rel_diff=None,
+                               ms_sync=None, ms_min=None, ms_max=None, batch=None,
+                               floor_ms=floor_ms, x_floor=None, speedup=None, checksum=None, checksum_rel_diff=None,
                                input_sets=sets, note=None)
                     group.append(row)
                     if data is None:

@@ -3,7 +3,8 @@
 // One thread walks a group of kVec adjacent neurons through all T steps (the segmented backward
 // splits them). The recurrence is serial, but the loads it consumes (x[t]; in the backward
 // grad_spikes[t], grad_v_seq[t] and H) do not depend on it, so they are issued well ahead of the
-// step that needs them (see StreamReader). Streams are touched exactly once: loads and stores use evict-first hints.
+// step that needs them (see StreamReader). Streams are touched exactly once: loads and stores
+// use evict-first hints.
 //
 // Six launch plans, chosen per call (choose_plan):
 //  * wide: 16 bytes of the widest stream per step per thread, when there are enough neurons to

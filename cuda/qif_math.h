@@ -51,8 +51,8 @@ struct QifParams {
 
 // exp and division inside the surrogates. On the GPU, float uses the hardware's approximate
 // exp2 and reciprocal (a few ulp; the correctly rounded versions take several instructions
-// more, and the time-parallel backward is bound by instruction issue). Only the backward evaluates them,
-// and its gradients are compared at a tolerance, never bit for bit.
+// more, and the time-parallel backward is bound by instruction issue). Only the backward
+// evaluates them, and its gradients are compared at a tolerance, never bit for bit.
 QIF_HD float qif_exp(float x) {
 #if defined(__CUDA_ARCH__)
   return __expf(x);

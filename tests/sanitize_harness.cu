@@ -2,9 +2,9 @@
 // times memcheck, crash inside JAX processes). scripts/gpu_check.sh links it with the seven
 // backward translation units (cuda/qif_cuda_backward.cu) and runs it under racecheck and
 // memcheck. Covers every launch plan, dtype and reset mode of the forward (each choice of the
-// results it writes) and of the backward (with and without grad_v_seq, the former also with a constant
-// v_init and no grad_v_init): with every surrogate on the layouts
-// with few neurons, with one on the large ones. Exits nonzero on any CUDA error.
+// results it writes) and of the backward (with and without grad_v_seq, the former also with a
+// constant v_init and no grad_v_init): with every surrogate on the layouts with few neurons,
+// with one on the large ones. Exits nonzero on any CUDA error.
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
