@@ -137,8 +137,8 @@ ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer v_init, ffi::Result<ffi:
   dispatch_dtype<Half, BFloat16>(call.input_dtype, [&](auto x_tag, auto s_tag) {
     using X = decltype(x_tag);
     using S = decltype(s_tag);
-    const auto p = QifParams<S>::from_double(tau, v_c, a0, v_threshold, v_rest, v_reset, 1.0,
-                                             hard_reset, false);
+    const auto p = QifParams<S>::from_double(tau, v_c, a0, v_threshold, v_rest, v_reset,
+                                             hard_reset);
     auto run = hard_reset ? forward_rows<X, S, true> : forward_rows<X, S, false>;
     run(data_or_null<X>(x), data_or_null<S>(v_init), static_cast<S>(v_init_value),
         data_or_null<X>(*spikes),
@@ -161,8 +161,9 @@ ffi::Error BackwardImpl(ffi::AnyBuffer grad_spikes, ffi::AnyBuffer grad_v_seq,
   dispatch_dtype<Half, BFloat16>(call.input_dtype, [&](auto x_tag, auto s_tag) {
     using X = decltype(x_tag);
     using S = decltype(s_tag);
-    const auto p = QifParams<S>::from_double(tau, v_c, a0, v_threshold, v_rest, v_reset, alpha,
-                                             hard_reset, detach_reset);
+    const auto p = QifParams<S>::from_double(tau, v_c, a0, v_threshold, v_rest, v_reset, hard_reset,
+                                             static_cast<SurrogateKind>(surrogate), alpha,
+                                             detach_reset);
     dispatch_surrogate_reset(surrogate, hard_reset, [&]<SurrogateKind kKind, bool kHardReset>() {
       backward_rows<kKind, kHardReset, X, S>(
           data_or_null<X>(grad_spikes), data_or_null<S>(grad_v_seq),

@@ -316,13 +316,22 @@ __global__ void __launch_bounds__(128)
   if (ptr.v_final) store_pack(static_cast<S*>(ptr.v_final) + n, v);
 }
 
+// Blocks per multiprocessor the wide backward is compiled for (its register budget). Its loads
+// are issued one chunk ahead, so resident warps are what hide their latency: with a float32
+// state and no grad_v_seq stream, 80 registers (16-bit inputs) or 96 (float32) fit 6 or 5 blocks
+// of 128 threads without spilling, against 4 when the compiler is left free. The other variants
+// would spill under those caps and keep the compiler's choice.
+template <typename X, typename S, bool kHasGradVSeq, typename Sh>
+constexpr int kBackwardBlocksPerSM =
+    Sh::kVec == 1 || kHasGradVSeq || sizeof(S) != 4 ? 1 : sizeof(X) == 2 ? 6 : 5;
+
 // Walks t downwards, one thread per group through all T steps (the plans with enough neurons
 // to fill the GPU, and layouts that cannot be staged). Slot u of chunk c is step
 // t = T - 1 - (c * kChunk + u); the residual reader is one step behind (H[t - 1], from which
 // V[t - 1] is recomputed).
 template <SurrogateKind kKind, bool kHardReset, bool kHasGradVSeq, typename X, typename S,
           typename Sh>
-__global__ void __launch_bounds__(128)
+__global__ void __launch_bounds__(128, kBackwardBlocksPerSM<X, S, kHasGradVSeq, Sh>)
     backward_kernel(BackwardPointers ptr, int64_t steps, int64_t inner, int64_t groups,
                     QifParams<S> p, S v_init_value) {
   constexpr int kVec = Sh::kVec, kChunk = Sh::kChunk;
@@ -387,12 +396,13 @@ __global__ void __launch_bounds__(128)
 }
 
 // The segmented plan's shapes: a segment's per-step maps (decay and drive) are kept in
-// registers, 64 bytes of them (8 steps of one float32 neuron), so that four blocks of 256 threads
-// fit a multiprocessor without spilling; shared-memory ring depth; most segments (warps) per block.
+// registers, 64 bytes of them (8 steps of one float32 neuron), so that 1024 threads fit a
+// multiprocessor at 64 registers; shared-memory ring depth; most segments (warps) per block
+// (16: a 16-bit layer of 2^14 neurons, two per thread, fills the GPU only with that many).
 template <typename S, int kVec>
 constexpr int kSegmentSteps = 64 / (2 * kVec * static_cast<int>(sizeof(S)));
 constexpr int kSegmentSlots = 3;
-constexpr int kMaxSegments = 8;
+constexpr int kMaxSegments = 16;
 
 template <typename X, typename S, typename Sh>
 using SegmentSpikeReader = StreamReader<true, -1, Sh::kChunk, X, Sh::kVec, kSegmentSlots>;
@@ -421,7 +431,7 @@ constexpr size_t segmented_shared_bytes(bool has_grad_v_seq) {
 // cp.async, as in the staged forward, a round or more ahead.
 template <SurrogateKind kKind, bool kHardReset, bool kHasGradVSeq, typename X, typename S,
           typename Sh>
-__global__ void __launch_bounds__(32 * kMaxSegments, 4)
+__global__ void __launch_bounds__(32 * kMaxSegments, 32 / kMaxSegments)
     segmented_backward_kernel(BackwardPointers ptr, int64_t steps, int64_t inner, int64_t groups,
                               QifParams<S> p, S v_init_value) {
   constexpr int kVec = Sh::kVec, kChunk = Sh::kChunk;
@@ -688,7 +698,7 @@ inline cudaError_t launch_forward(const ForwardLaunch& a, cudaStream_t stream) {
     using X = decltype(x_tag);
     using S = decltype(s_tag);
     const auto p = QifParams<S>::from_double(a.tau, a.v_c, a.a0, a.v_threshold, a.v_rest,
-                                             a.v_reset, 1.0, a.hard_reset, false);
+                                             a.v_reset, a.hard_reset);
     const LaunchPlan plan =
         choose_plan(a.layout, kWideVec<X>, kStagedVec<X>,
                     all_aligned({a.ptr.x, a.ptr.v_init, a.ptr.spikes, a.ptr.v_final, a.ptr.v_seq,
@@ -723,7 +733,8 @@ cudaError_t launch_backward(const BackwardLaunch& a, cudaStream_t stream) {
     using X = decltype(x_tag);
     using S = decltype(s_tag);
     const auto p = QifParams<S>::from_double(a.tau, a.v_c, a.a0, a.v_threshold, a.v_rest,
-                                             a.v_reset, a.alpha, a.hard_reset, a.detach_reset);
+                                             a.v_reset, a.hard_reset, kKind, a.alpha,
+                                             a.detach_reset);
     const LaunchPlan plan = choose_plan(
         a.layout, kWideVec<S>, kStagedVec<X>,
         all_aligned({a.ptr.grad_spikes, a.ptr.grad_v_seq, a.ptr.grad_v_final, a.ptr.residual,

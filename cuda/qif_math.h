@@ -26,41 +26,91 @@ enum class SurrogateKind : int64_t {
 };
 constexpr int64_t kNumSurrogates = 7;
 
+// Constants of one surrogate, sigma'(x) with x = H - v_threshold, folded in double so that each
+// costs the backward a multiply-add or two: u = scale H + shift is the surrogate's argument
+// (x, alpha x or -alpha log2(e) x, by kind), gain its amplitude, coef one more factor.
+struct SurrogateConstants {
+  double scale, shift, gain, coef;
+};
+
+inline SurrogateConstants surrogate_constants(SurrogateKind kind, double alpha,
+                                              double v_threshold) {
+  constexpr double kLog2e = 1.4426950408889634;
+  constexpr double kHalfPi = 1.5707963267948966;
+  constexpr double kInvSqrtPi = 0.56418958354775628;
+  switch (kind) {
+    case SurrogateKind::kSigmoid:  // u = -alpha log2(e) x: s = 1 / (1 + 2^u), alpha s (1 - s)
+      return {-alpha * kLog2e, alpha * kLog2e * v_threshold, alpha, 0.0};
+    case SurrogateKind::kATan:  // u = (pi / 2) alpha x: (alpha / 2) / (1 + u^2)
+      return {kHalfPi * alpha, -kHalfPi * alpha * v_threshold, alpha / 2, 0.0};
+    case SurrogateKind::kPiecewiseQuadratic:  // u = x: max(0, alpha - alpha^2 |u|)
+      return {1.0, -v_threshold, alpha, -alpha * alpha};
+    case SurrogateKind::kPiecewiseExp:  // u = x: (alpha / 2) 2^(-alpha log2(e) |u|)
+      return {1.0, -v_threshold, alpha / 2, -alpha * kLog2e};
+    case SurrogateKind::kSoftSign:  // u = x: (1 / (2 alpha)) / (1 / alpha + |u|)^2
+      return {1.0, -v_threshold, 1.0 / (2 * alpha), 1.0 / alpha};
+    case SurrogateKind::kSuperSpike:  // u = x: alpha / (1 + |u|)^2
+      return {1.0, -v_threshold, alpha, 1.0};
+    default:  // kErf, u = alpha x: (alpha / sqrt(pi)) 2^(-log2(e) u^2)
+      return {alpha, -alpha * v_threshold, alpha * kInvSqrtPi, -kLog2e};
+  }
+}
+
 // Neuron parameters, already converted to the state type. Derived constants are computed in
-// double and rounded once, exactly as jaxqif/reference.py does, so both paths see the same bits.
+// double and rounded once; the forward's (inv_tau) exactly as jaxqif/reference.py does, so both
+// paths see the same bits.
 template <typename S>
 struct QifParams {
-  S inv_tau;      // 1 / tau
+  S inv_tau;  // 1 / tau
   S v_c;
   S a0;
   S v_threshold;
   S v_rest;
-  S v_reset;      // hard reset only
-  S alpha;        // surrogate sharpness (backward only)
+  S v_reset;  // hard reset only
+  // Backward only: dH[t]/dV[t-1] = dh_dv_slope V[t-1] + dh_dv_offset, and the surrogate's
+  // constants (surrogate_constants).
+  S dh_dv_slope, dh_dv_offset;
+  S sg_scale, sg_shift, sg_gain, sg_coef;
   bool hard_reset;
   bool detach_reset;
 
+  // The surrogate, alpha and detach_reset matter to the backward only.
   static QifParams from_double(double tau, double v_c, double a0, double v_threshold,
-                               double v_rest, double v_reset, double alpha, bool hard_reset,
-                               bool detach_reset) {
-    return QifParams{static_cast<S>(1.0 / tau), static_cast<S>(v_c),       static_cast<S>(a0),
-                     static_cast<S>(v_threshold), static_cast<S>(v_rest),  static_cast<S>(v_reset),
-                     static_cast<S>(alpha),       hard_reset,              detach_reset};
+                               double v_rest, double v_reset, bool hard_reset,
+                               SurrogateKind surrogate = SurrogateKind::kSigmoid,
+                               double alpha = 1.0, bool detach_reset = false) {
+    const SurrogateConstants sg = surrogate_constants(surrogate, alpha, v_threshold);
+    return QifParams{static_cast<S>(1.0 / tau),
+                     static_cast<S>(v_c),
+                     static_cast<S>(a0),
+                     static_cast<S>(v_threshold),
+                     static_cast<S>(v_rest),
+                     static_cast<S>(v_reset),
+                     static_cast<S>(2.0 * a0 / tau),
+                     static_cast<S>(1.0 - a0 * (v_rest + v_c) / tau),
+                     static_cast<S>(sg.scale),
+                     static_cast<S>(sg.shift),
+                     static_cast<S>(sg.gain),
+                     static_cast<S>(sg.coef),
+                     hard_reset,
+                     detach_reset};
   }
 };
 
-// exp and division inside the surrogates. On the GPU, float uses the hardware's approximate
+// 2^x and division inside the surrogates. On the GPU, float uses the hardware's approximate
 // exp2 and reciprocal (a few ulp; the correctly rounded versions take several instructions
 // more, and the time-parallel backward is bound by instruction issue). Only the backward
 // evaluates them, and its gradients are compared at a tolerance, never bit for bit.
-QIF_HD float qif_exp(float x) {
+QIF_HD float qif_exp2(float x) {
 #if defined(__CUDA_ARCH__)
-  return __expf(x);
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
 #else
-  return expf(x);
+  return exp2f(x);
 #endif
 }
-QIF_HD double qif_exp(double x) { return exp(x); }
+QIF_HD double qif_exp2(double x) { return exp2(x); }
 QIF_HD float qif_divide(float a, float b) {
 #if defined(__CUDA_ARCH__)
   return __fdividef(a, b);  // 0 for |b| > 2^126, where a / b is below 2^-126 |a| anyway
@@ -98,30 +148,26 @@ QIF_HD S qif_state_after(S h, const QifParams<S>& p) {
   return qif_reset<kHardReset>(h, qif_fires(h, p), p);
 }
 
-// sigma'(x), x = H - v_threshold.
+// sigma'(H - v_threshold), from the folded constants of QifParams (surrogate_constants).
 template <SurrogateKind kKind, typename S>
-QIF_HD S qif_surrogate_grad(S x, S alpha) {
+QIF_HD S qif_surrogate_grad(S h, const QifParams<S>& p) {
   const S one = S(1);
+  const S u = p.sg_scale * h + p.sg_shift;
   if constexpr (kKind == SurrogateKind::kSigmoid) {
-    const S s = qif_divide(one, one + qif_exp(-alpha * x));
-    return alpha * s * (one - s);
+    const S s = qif_divide(one, one + qif_exp2(u));
+    return p.sg_gain * (s - s * s);
   } else if constexpr (kKind == SurrogateKind::kATan) {
-    const S u = S(1.5707963267948966) * alpha * x;
-    return qif_divide(alpha / S(2), one + u * u);
+    return qif_divide(p.sg_gain, one + u * u);
   } else if constexpr (kKind == SurrogateKind::kPiecewiseQuadratic) {
-    const S g = alpha - alpha * alpha * qif_abs(x);
+    const S g = p.sg_gain + p.sg_coef * qif_abs(u);
     return g > S(0) ? g : S(0);
   } else if constexpr (kKind == SurrogateKind::kPiecewiseExp) {
-    return (alpha / S(2)) * qif_exp(-alpha * qif_abs(x));
-  } else if constexpr (kKind == SurrogateKind::kSoftSign) {
-    const S d = one / alpha + qif_abs(x);
-    return qif_divide(one, S(2) * alpha * d * d);
-  } else if constexpr (kKind == SurrogateKind::kSuperSpike) {
-    const S d = one + qif_abs(x);
-    return qif_divide(alpha, d * d);
+    return p.sg_gain * qif_exp2(p.sg_coef * qif_abs(u));
+  } else if constexpr (kKind == SurrogateKind::kSoftSign || kKind == SurrogateKind::kSuperSpike) {
+    const S d = p.sg_coef + qif_abs(u);
+    return qif_divide(p.sg_gain, d * d);
   } else {  // kErf
-    const S u = alpha * x;
-    return (alpha * S(0.56418958354775628)) * qif_exp(-u * u);  // alpha / sqrt(pi)
+    return p.sg_gain * qif_exp2(p.sg_coef * (u * u));
   }
 }
 
@@ -136,10 +182,10 @@ QIF_HD S qif_dv_dh(S h, bool spike, S surrogate_grad, const QifParams<S>& p) {
   return p.detach_reset ? S(1) : S(1) - p.v_threshold * surrogate_grad;
 }
 
-// dH[t]/dV[t-1] = 1 + a0 (2 V[t-1] - v_rest - v_c) / tau.
+// dH[t]/dV[t-1] = 1 + a0 (2 V[t-1] - v_rest - v_c) / tau, as one multiply-add.
 template <typename S>
 QIF_HD S qif_dh_dv(S v_prev, const QifParams<S>& p) {
-  return S(1) + p.a0 * (S(2) * v_prev - p.v_rest - p.v_c) * p.inv_tau;
+  return p.dh_dv_slope * v_prev + p.dh_dv_offset;
 }
 
 // One step of BPTT, walking t downwards. `carry` is dL/dV[t] from steps after t (plus the
@@ -148,7 +194,7 @@ template <SurrogateKind kKind, bool kHardReset, typename S>
 QIF_HD S qif_backward_step(S h, S v_prev, S grad_spike, S grad_v, S& carry,
                            const QifParams<S>& p) {
   const bool spike = qif_fires(h, p);
-  const S sg = qif_surrogate_grad<kKind>(h - p.v_threshold, p.alpha);
+  const S sg = qif_surrogate_grad<kKind>(h, p);
   const S grad_h = grad_spike * sg + (grad_v + carry) * qif_dv_dh<kHardReset>(h, spike, sg, p);
   carry = grad_h * qif_dh_dv(v_prev, p);
   return grad_h;
@@ -165,7 +211,7 @@ template <SurrogateKind kKind, bool kHardReset, typename S>
 QIF_HD void qif_backward_affine(S h, S grad_spike, S grad_v, bool last_step,
                                 const QifParams<S>& p, S& decay, S& drive) {
   const bool spike = qif_fires(h, p);
-  const S sg = qif_surrogate_grad<kKind>(h - p.v_threshold, p.alpha);
+  const S sg = qif_surrogate_grad<kKind>(h, p);
   const S dv_dh = qif_dv_dh<kHardReset>(h, spike, sg, p);
   drive = grad_spike * sg + grad_v * dv_dh;
   decay = last_step ? dv_dh : dv_dh * qif_dh_dv(qif_reset<kHardReset>(h, spike, p), p);

@@ -93,12 +93,12 @@ void run(ffi::DataType dtype, const Layout& l, bool hard_reset, bool grad_v_seq,
 }  // namespace
 
 int main() {
-  // {outer, steps, inner}: few neurons (forward: staged deep; backward: segmented, 8 warps per
+  // {outer, steps, inner}: few neurons (forward: staged deep; backward: segmented, 16 warps per
   // 32 groups, the last block part empty; odd inner: 16-bit types take the narrow long plan),
-  // one step, whole rounds (64 steps of float32), the ring wrapping around, staged shallow and 3
+  // one step, whole rounds (128 steps of float32), the ring wrapping around, staged shallow and 3
   // or 6 segments; then narrow and wide.
-  const Layout layouts[] = {{1, 11, 37}, {3, 11, 6},      {2, 1, 64},     {1, 64, 96},
-                            {1, 150, 64}, {1, 21, 40000}, {1, 5, 150001}, {1, 5, 1 << 20}};
+  const Layout layouts[] = {{1, 11, 37}, {3, 11, 6},      {2, 1, 64},     {1, 128, 96},
+                            {1, 520, 64}, {1, 21, 40000}, {1, 5, 150001}, {1, 5, 1 << 20}};
   const int layout_count = sizeof(layouts) / sizeof(layouts[0]);
   const int small_layouts = layout_count - 2;
   int runs = 0;
