@@ -410,12 +410,13 @@ template <typename S, typename Sh>
 using SegmentStateReader = StreamReader<true, -1, Sh::kChunk, S, Sh::kVec, kSegmentSlots>;
 
 // Shared memory per thread of segmented_backward_kernel: the rings of grad_spikes, H (and
-// grad_v_seq), then two rounds of composites (decay and drive).
+// grad_v_seq), two rounds of composites (decay and drive), and two more values per thread, of
+// which the first 2 x 32 hold the G passed from one round to the next (two rounds alternating).
 template <typename X, typename S, typename Sh>
 constexpr size_t segmented_shared_bytes(bool has_grad_v_seq) {
   return SegmentSpikeReader<X, S, Sh>::kStagedBytes +
          SegmentStateReader<S, Sh>::kStagedBytes * (1 + has_grad_v_seq) +
-         4 * sizeof(Pack<S, Sh::kVec>);
+         6 * sizeof(Pack<S, Sh::kVec>);
 }
 
 // Time-parallel backward for layouts with too few neurons to fill the GPU (long sequences of
@@ -425,7 +426,9 @@ constexpr size_t segmented_shared_bytes(bool has_grad_v_seq) {
 // G[t] = dL/dH[t] is affine (qif_backward_affine), so per round:
 //  1. each thread computes its segment's per-step maps and their composite, in parallel;
 //  2. the block chains the W composites through shared memory (one barrier), starting from the
-//     G carried in from the round above: each warp learns the G entering its segment;
+//     G carried in from the round above: warp w applies the w composites above its segment to
+//     learn the G entering it, and the last warp its own too, to pass on the G leaving the round
+//     (about half the work of every warp chaining all W);
 //  3. each thread replays its segment's maps from that G and writes grad_x.
 // W times the threads of the serial kernel, same bytes: the inputs are staged per thread with
 // cp.async, as in the staged forward, a round or more ahead.
@@ -453,10 +456,11 @@ __global__ void __launch_bounds__(32 * kMaxSegments, 32 / kMaxSegments)
   unsigned char* ring_gs = ring;
   unsigned char* ring_h = ring_gs + SpikeReader::kStagedBytes * threads;
   unsigned char* ring_gv = ring_h + StateReader::kStagedBytes * threads;
-  // Each round's composites: [decay | drive] x threads, two rounds alternating so that one
-  // barrier per round suffices.
+  // Each round's composites: [decay | drive] x threads, and the G leaving it (32 lanes), two
+  // rounds alternating so that one barrier per round suffices.
   State* composites = reinterpret_cast<State*>(
       ring_gv + (kHasGradVSeq ? StateReader::kStagedBytes * threads : 0));
+  State* round_exits = composites + 4 * threads;
   const bool has_grad_spikes = ptr.grad_spikes != nullptr;
   const int64_t first = last - int64_t{segment} * kChunk;  // this warp's top step in round 0
   SpikeReader gs(has_grad_spikes && active ? static_cast<const X*>(ptr.grad_spikes) + offset
@@ -472,6 +476,7 @@ __global__ void __launch_bounds__(32 * kMaxSegments, 32 / kMaxSegments)
     if constexpr (kHasGradVSeq) gv.fetch(c);
   };
 
+  // G entering round 0 (dL/dV_final); in the last warp, G leaving the latest round.
   State carry = active && ptr.grad_v_final
                     ? load_pack<S, kVec>(static_cast<const S*>(ptr.grad_v_final) + n)
                     : zero_pack<S, kVec>();
@@ -518,19 +523,23 @@ __global__ void __launch_bounds__(32 * kMaxSegments, 32 / kMaxSegments)
     if (full) maps(std::true_type{});
     else maps(std::false_type{});
 
-    // 2. Chain the round's composites from the top: G entering each segment, and the G that
-    // leaves the round (carried into the next).
+    // 2. Chain the round's composites from the top: the G entering this warp's segment, and in
+    // the last warp the G that leaves the round (carried into the next, through shared memory).
     State* round_composites = composites + (r & 1) * 2 * threads;
     round_composites[thread] = total_decay;
     round_composites[threads + thread] = total_drive;
     __syncthreads();
-    State g = carry;
-    for (int w = 0; w < segments; ++w) {
-      if (w == segment) g = carry;
+    State g = r == 0 ? carry : round_exits[((r - 1) & 1) * 32 + lane];
+    for (int w = 0; w < segment; ++w) {
       const State d = round_composites[w * 32 + lane];
       const State b = round_composites[threads + w * 32 + lane];
 #pragma unroll
-      for (int k = 0; k < kVec; ++k) carry.v[k] = d.v[k] * carry.v[k] + b.v[k];
+      for (int k = 0; k < kVec; ++k) g.v[k] = d.v[k] * g.v[k] + b.v[k];
+    }
+    if (segment == segments - 1) {
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) carry.v[k] = total_decay.v[k] * g.v[k] + total_drive.v[k];
+      round_exits[(r & 1) * 32 + lane] = carry;
     }
 
     // 3. Replay the segment from its entering G.
@@ -551,8 +560,8 @@ __global__ void __launch_bounds__(32 * kMaxSegments, 32 / kMaxSegments)
     if (full) replay(std::true_type{});
     else replay(std::false_type{});
   }
-  // carry is now G[0] (steps below 0 are identities).
-  if (ptr.grad_v_init && active && segment == 0) {
+  // The last warp's carry is now G[0] (steps below 0 are identities).
+  if (ptr.grad_v_init && active && segment == segments - 1) {
     const State v_start = initial_state<S, kVec>(ptr.v_init, n, v_init_value);
     State grad_v_init;
 #pragma unroll
