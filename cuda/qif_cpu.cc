@@ -50,7 +50,9 @@ inline double from_state<double, double>(double v) { return v; }
 template <>
 inline BFloat16 from_state<BFloat16, float>(float v) {
   const uint32_t bits = float_to_bits(v);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return BFloat16{static_cast<uint16_t>((bits >> 16) | 0x40)};
+  if ((bits & 0x7fffffffu) > 0x7f800000u) {  // NaN: keep it a (quiet) NaN
+    return BFloat16{static_cast<uint16_t>((bits >> 16) | 0x40)};
+  }
   const uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
   return BFloat16{static_cast<uint16_t>((bits + rounding) >> 16)};
 }
@@ -114,8 +116,8 @@ void backward_rows(const X* grad_spikes, const S* grad_v_seq, const S* grad_v_fi
                                   : v_init_value;
         const S g_spike = grad_spikes ? S(to_state(grad_spikes[row + i])) : S(0);
         const S g_v = grad_v_seq ? grad_v_seq[row + i] : S(0);
-        const S grad_h =
-            qif_backward_step<kKind, kHardReset>(residual[row + i], v_prev, g_spike, g_v, carry[i], p);
+        const S grad_h = qif_backward_step<kKind, kHardReset>(residual[row + i], v_prev, g_spike,
+                                                              g_v, carry[i], p);
         grad_x[row + i] = from_state<X>(grad_h * p.inv_tau);
       }
     }

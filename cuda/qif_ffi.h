@@ -136,7 +136,8 @@ struct BackwardCall {
 // Backward: cotangents of (spikes, v_seq, v_final), each optional, the residual H and v_init
 // (optional, as in the forward) -> grad_x (x's dtype) and grad_v_init (state dtype; optional:
 // absent when v_init is not differentiated).
-inline ffi::Error check_backward(const ffi::AnyBuffer& grad_spikes, const ffi::AnyBuffer& grad_v_seq,
+inline ffi::Error check_backward(const ffi::AnyBuffer& grad_spikes,
+                                 const ffi::AnyBuffer& grad_v_seq,
                                  const ffi::AnyBuffer& grad_v_final, const ffi::AnyBuffer& residual,
                                  const ffi::AnyBuffer& v_init, const ffi::AnyBuffer& grad_x,
                                  const ffi::AnyBuffer& grad_v_init, int64_t time_axis,
@@ -167,7 +168,8 @@ inline ffi::Error check_backward(const ffi::AnyBuffer& grad_spikes, const ffi::A
 
 // Neuron attributes every handler takes (Python floats arrive as f64, ints as i64), appended to
 // an ffi::Ffi::Bind() chain. v_init_value is every neuron's initial potential when the v_init
-// buffer is absent (no array filled with it is read or written). The backward adds the surrogate and detach_reset.
+// buffer is absent (no array filled with it is read or written). The backward adds the
+// surrogate and detach_reset.
 #define JAXQIF_NEURON_ATTRS                                                       \
   .Attr<int64_t>("time_axis").Attr<double>("tau").Attr<double>("v_c")            \
       .Attr<double>("a0").Attr<double>("v_threshold").Attr<double>("v_rest")     \

@@ -28,7 +28,9 @@ constexpr int64_t kNumSurrogates = 7;
 
 // Constants of one surrogate, sigma'(x) with x = H - v_threshold, folded in double so that each
 // costs the backward a multiply-add or two: u = scale H + shift is the surrogate's argument
-// (x, alpha x or -alpha log2(e) x, by kind), gain its amplitude, coef one more factor.
+// (x, alpha x or -alpha log2(e) x, by kind), gain its amplitude, coef one more factor. Near the
+// threshold, u = scale H + shift is off by about |scale v_threshold| ulp, as much as H itself
+// (rounded at the scale of v_threshold) already puts into scale (H - v_threshold).
 struct SurrogateConstants {
   double scale, shift, gain, coef;
 };

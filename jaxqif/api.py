@@ -205,7 +205,8 @@ def _resolve_backend(backend, surrogate: Surrogate, x) -> str:
             f"platform:{platform}",
             f"jaxqif: no fused kernel was built for platform '{platform}'; running the (much "
             "slower) pure-JAX path. "
-            + (_library.BUILD_HINT if platform == "cuda" else "Pass backend='jax' to silence this."),
+            + (_library.BUILD_HINT if platform == "cuda"
+               else "Pass backend='jax' to silence this."),
         )
         return "jax"
     return "ffi"

@@ -34,7 +34,8 @@ void check(cudaError_t status, const char* what) {
 template <typename T>
 __global__ void fill(T* p, int64_t n, float offset) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) p[i] = gpu::from_state<T>(decltype(gpu::to_state(T{}))(offset + 0.8f * sinf(0.37f * i)));
+  using S = decltype(gpu::to_state(T{}));
+  if (i < n) p[i] = gpu::from_state<T>(S(offset + 0.8f * sinf(0.37f * i)));
 }
 
 template <typename T>
@@ -78,10 +79,11 @@ void run(ffi::DataType dtype, const Layout& l, bool hard_reset, bool grad_v_seq,
       {grad_spikes, grad_v_seq ? grad_v : nullptr, grad_v_final, residual,
        grad_v_seq ? nullptr : v_init, grad_x, grad_v_seq ? nullptr : grad_v_init},
       l, dtype, 2.0, 0.8, 1.0, 1.0, 0.0, v_reset, 4.0, hard_reset, false, v_reset};
-  check(dispatch_surrogate_reset(surrogate, hard_reset,
-                                 [&]<SurrogateKind kKind, bool kHardReset>() {
-                                   return gpu::launch_backward<kKind, kHardReset>(backward, nullptr);
-                                 }),
+  check(dispatch_surrogate_reset(
+            surrogate, hard_reset,
+            [&]<SurrogateKind kKind, bool kHardReset>() {
+              return gpu::launch_backward<kKind, kHardReset>(backward, nullptr);
+            }),
         "backward launch");
   check(cudaDeviceSynchronize(), "kernels");
   for (void* p : std::vector<void*>{x, v_init, spikes, v_final, v_seq, residual, grad_spikes,

@@ -136,7 +136,8 @@ def test_every_launch_configuration_matches_cpu_kernel(layout, v_reset, dtype):
 
 
 @pytest.mark.parametrize("layout", [((9, 40), 0), ((301, 1000), 0), ((5, 150001), 0),
-                                    ((6, 1 << 20), 0)], ids=["staged", "staged-long", "narrow", "wide"])
+                                    ((6, 1 << 20), 0)],
+                         ids=["staged", "staged-long", "narrow", "wide"])
 def test_backward_without_spike_cotangent(layout):
     """A loss on v_final alone: the backward runs with no grad_spikes and no grad_v_seq."""
     shape, time_axis = layout

@@ -35,7 +35,8 @@ def _inputs_away_from_threshold(shape, config, seed):
 
 
 @pytest.mark.parametrize("v_reset", [-0.1, None], ids=["hard", "soft"])
-@pytest.mark.parametrize("params", [{}, dict(tau=3.0, v_c=0.6, a0=0.8, v_threshold=1.2, v_rest=0.05)],
+@pytest.mark.parametrize("params",
+                         [{}, dict(tau=3.0, v_c=0.6, a0=0.8, v_threshold=1.2, v_rest=0.05)],
                          ids=["defaults", "custom"])
 def test_vjp_equals_finite_differences(v_reset, params):
     config = NeuronConfig(v_reset=v_reset, detach_reset=True, **params)

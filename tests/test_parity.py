@@ -29,7 +29,8 @@ def _compare(shape, time_axis, dtype, surrogate, v_reset, detach_reset, store_v_
     assert spikes.dtype == x.dtype and spikes.shape == x.shape
     assert vf.dtype == v.dtype and vf.shape == v.shape
     assert gx.dtype == x.dtype and gv.dtype == v.dtype
-    np.testing.assert_array_equal(np.asarray(spikes, np.float64), np.asarray(spikes_ref, np.float64))
+    np.testing.assert_array_equal(np.asarray(spikes, np.float64),
+                                  np.asarray(spikes_ref, np.float64))
     assert 0 < float(jnp.mean(spikes.astype(jnp.float32))) < 1, "inputs should make some spikes"
     assert_close(vf, vf_ref, tol["v"], "v_final")
     if store_v_seq:
