@@ -1,0 +1,137 @@
+// A/B timing of jaxqif's CUDA kernels without JAX, for comparing two versions of the sources in
+// one device call (benchmarks/NOTES.md 17-20): each benchmark shape in float32 and bfloat16, hard
+// reset, CUDA events over `calls` launches (after 5 warm-up ones) rotating 4 input sets so that
+// the caches do not hold them. Build one side per binary, with the library's own flags:
+//   forward (inference and training):
+//     nvcc -std=c++20 -O3 --fmad=false -arch=sm_90 -I<sources> -I<jax.ffi.include_dir()> \
+//       -DAB_TAG='"name"' benchmarks/kernel_ab.cu -o /tmp/ab_forward
+//   backward (Sigmoid surrogate, grad_spikes only, H a synthetic pattern around the threshold):
+//     the same with --fmad=true -DAB_BACKWARD
+// Run: /tmp/ab_forward [T (0: every shape)] [calls (default 50)]. One line per shape, dtype and
+// mode: microseconds per call and the bytes moved per second. NOTES.md 17-20's A/B figures came
+// from two separate harnesses (forward, backward), merged here into one file; this merged form
+// compiles for both sides but has not run on a GPU yet.
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "qif_cuda_kernels.cuh"
+
+#ifndef AB_TAG
+#define AB_TAG "ab"
+#endif
+
+namespace jaxqif::gpu {
+int multiprocessor_count() {
+  int device = 0, count = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device);
+  return count;
+}
+#ifdef AB_BACKWARD
+template cudaError_t launch_backward<SurrogateKind::kSigmoid, true>(const BackwardLaunch&,
+                                                                    cudaStream_t);
+#endif
+}  // namespace jaxqif::gpu
+
+namespace {
+
+using namespace jaxqif;
+constexpr int kSets = 4;
+
+template <typename T>
+__global__ void fill(T* p, int64_t n, float offset, float amplitude) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) p[i] = gpu::from_state<T>(float(offset + amplitude * sinf(0.37f * i)));
+}
+
+template <typename T>
+T* device_array(int64_t n, float offset = 0.0f, float amplitude = 0.0f) {
+  T* p = nullptr;
+  cudaMalloc(&p, n * sizeof(T));
+  fill<<<(n + 255) / 256, 256>>>(p, n, offset, amplitude);
+  return p;
+}
+
+// Mean microseconds per call of launch(i), i = 0, 1, ...
+template <typename Launch>
+float time_us(int calls, Launch&& launch) {
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  for (int i = 0; i < 5; ++i) launch(i);
+  cudaEventRecord(start);
+  for (int i = 0; i < calls; ++i) launch(i);
+  cudaEventRecord(stop);
+  cudaEventSynchronize(stop);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, start, stop);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return ms * 1e3f / calls;
+}
+
+void report(const char* dtype, int64_t T, int64_t N, const char* mode, float us, double bytes) {
+  std::printf("%-8s %-9s %5lldx%-8lld %-5s %8.2f us  %6.0f GB/s  (%s)\n", AB_TAG, dtype,
+              static_cast<long long>(T), static_cast<long long>(N), mode, us,
+              bytes / (us * 1e-6) / 1e9, cudaGetErrorString(cudaGetLastError()));
+}
+
+template <typename X>
+void time_shape(const char* dtype_name, ffi::DataType dtype, int64_t T, int64_t N, int calls) {
+  const int64_t e = T * N;
+  const Layout layout{1, T, N};
+#ifndef AB_BACKWARD
+  for (bool train : {false, true}) {
+    std::vector<X*> xs;
+    for (int i = 0; i < kSets; ++i) xs.push_back(device_array<X>(e, 0.4f, 0.8f));
+    X* spikes = device_array<X>(e);
+    float* residual = train ? device_array<float>(e) : nullptr;
+    gpu::ForwardLaunch f{{}, layout, dtype, 2.0, 0.8, 1.0, 1.0, 0.0, -0.1, true, -0.1};
+    const float us = time_us(calls, [&](int i) {
+      f.ptr = {xs[i % kSets], nullptr, spikes, nullptr, nullptr, residual};
+      gpu::launch_forward(f, nullptr);
+    });
+    report(dtype_name, T, N, train ? "train" : "infer", us,
+           double(e) * (2 * sizeof(X) + (train ? sizeof(float) : 0)));
+    for (X* x : xs) cudaFree(x);
+    cudaFree(spikes);
+    cudaFree(residual);
+  }
+#else
+  std::vector<X*> grad_spikes, grad_x;
+  std::vector<float*> residual;
+  for (int i = 0; i < kSets; ++i) {
+    grad_spikes.push_back(device_array<X>(e, 0.1f, 1.0f));
+    grad_x.push_back(device_array<X>(e));
+    residual.push_back(device_array<float>(e, 0.6f, 0.6f));
+  }
+  gpu::BackwardLaunch b{{}, layout, dtype, 2.0, 0.8, 1.0, 1.0, 0.0, -0.1, 4.0, true, false, -0.1};
+  const float us = time_us(calls, [&](int i) {
+    const int s = i % kSets;
+    b.ptr = {grad_spikes[s], nullptr, nullptr, residual[s], nullptr, grad_x[s], nullptr};
+    gpu::launch_backward<SurrogateKind::kSigmoid, true>(b, nullptr);
+  });
+  report(dtype_name, T, N, "bwd", us, double(e) * (2 * sizeof(X) + sizeof(float)));
+  for (int s = 0; s < kSets; ++s) {
+    cudaFree(grad_spikes[s]);
+    cudaFree(grad_x[s]);
+    cudaFree(residual[s]);
+  }
+#endif
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const long long only_t = argc > 1 ? atoll(argv[1]) : 0;
+  const int calls = argc > 2 ? atoi(argv[2]) : 50;
+  const long long shapes[][2] = {
+      {4, 1 << 23}, {16, 1 << 22}, {64, 1 << 21}, {256, 1 << 16}, {1024, 1 << 14}};
+  for (const auto& s : shapes) {
+    if (only_t && s[0] != only_t) continue;
+    time_shape<float>("float32", ffi::DataType::F32, s[0], s[1], calls);
+    time_shape<__nv_bfloat16>("bfloat16", ffi::DataType::BF16, s[0], s[1], calls);
+  }
+  return 0;
+}
