@@ -679,6 +679,33 @@ struct BackwardLaunch {
   double v_init_value;
 };
 
+// The most shared memory one block may opt in to on the device (99 KB on some GPUs, 227 KB on
+// the H100 and H200), read once, like multiprocessor_count.
+inline size_t max_shared_memory_per_block() {
+  static const size_t bytes = [] {
+    int device = 0, value = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&value, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) !=
+            cudaSuccess) {
+      cudaGetLastError();  // leave no sticky error for the launch check
+      return size_t{48 * 1024};  // what every device gives a block without opting in
+    }
+    return static_cast<size_t>(value);
+  }();
+  return bytes;
+}
+
+// The segmented plan with as many segments (warps per block) as the device's shared memory
+// per block holds: every segment adds 32 threads' rings and composites.
+inline LaunchPlan fit_segments(LaunchPlan plan, size_t shared_bytes_per_thread) {
+  while (plan.segments > 1 &&
+         shared_bytes_per_thread * 32 * plan.segments > max_shared_memory_per_block()) {
+    --plan.segments;
+    plan.threads_per_block = 32 * plan.segments;
+  }
+  return plan;
+}
+
 inline bool all_aligned(std::initializer_list<const void*> buffers) {
   bool aligned = true;
   for (const void* b : buffers) aligned &= reinterpret_cast<uintptr_t>(b) % 16 == 0;
@@ -751,19 +778,20 @@ cudaError_t launch_backward(const BackwardLaunch& a, cudaStream_t stream) {
         true);
     const bool has_grad_v_seq = a.ptr.grad_v_seq != nullptr;
     dispatch_backward_plan<X, S>(plan.plan, [&]<typename Sh>(Sh) {
-      auto run = [&](auto kernel, size_t shared) {
-        status = launch(kernel, plan, shared, stream, a.ptr, a.layout, p, a.v_init_value);
+      auto run = [&](auto kernel, const LaunchPlan& launch_plan, size_t shared) {
+        status = launch(kernel, launch_plan, shared, stream, a.ptr, a.layout, p, a.v_init_value);
       };
       if constexpr (Sh::kStaged) {
         const size_t shared = segmented_shared_bytes<X, S, Sh>(has_grad_v_seq);
+        const LaunchPlan fitted = fit_segments(plan, shared);
         if (has_grad_v_seq) {
-          run(segmented_backward_kernel<kKind, kHardReset, true, X, S, Sh>, shared);
+          run(segmented_backward_kernel<kKind, kHardReset, true, X, S, Sh>, fitted, shared);
         } else {
-          run(segmented_backward_kernel<kKind, kHardReset, false, X, S, Sh>, shared);
+          run(segmented_backward_kernel<kKind, kHardReset, false, X, S, Sh>, fitted, shared);
         }
       } else {
-        if (has_grad_v_seq) run(backward_kernel<kKind, kHardReset, true, X, S, Sh>, 0);
-        else run(backward_kernel<kKind, kHardReset, false, X, S, Sh>, 0);
+        if (has_grad_v_seq) run(backward_kernel<kKind, kHardReset, true, X, S, Sh>, plan, 0);
+        else run(backward_kernel<kKind, kHardReset, false, X, S, Sh>, plan, 0);
       }
     });
   });
