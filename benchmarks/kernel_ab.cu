@@ -22,12 +22,6 @@
 #endif
 
 namespace jaxqif::gpu {
-int multiprocessor_count() {
-  int device = 0, count = 0;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device);
-  return count;
-}
 #ifdef AB_BACKWARD
 template cudaError_t launch_backward<SurrogateKind::kSigmoid, true>(const BackwardLaunch&,
                                                                     cudaStream_t);

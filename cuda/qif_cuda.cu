@@ -12,23 +12,6 @@
 
 namespace jaxqif {
 
-namespace gpu {
-
-int multiprocessor_count() {
-  static const int count = [] {
-    int device = 0, value = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&value, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-      cudaGetLastError();  // leave no sticky error for the launch check
-      return 132;
-    }
-    return value;
-  }();
-  return count;
-}
-
-}  // namespace gpu
-
 namespace {
 
 ffi::Error launch_status(const char* what, cudaError_t status) {

@@ -575,7 +575,30 @@ __global__ void __launch_bounds__(32 * kMaxSegments, 32 / kMaxSegments)
 
 enum class Plan { kWide, kNarrow, kNarrowLong, kStagedDeep, kStagedShallow, kSegmented };
 
-int multiprocessor_count();
+// An attribute of the device, read once per process (as the first device used reports it), or
+// `fallback` if it cannot be read.
+inline int read_device_attribute(cudaDeviceAttr attribute, int fallback) {
+  int device = 0, value = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&value, attribute, device) != cudaSuccess) {
+    cudaGetLastError();  // leave no sticky error for the launch check
+    return fallback;
+  }
+  return value;
+}
+
+inline int multiprocessor_count() {
+  static const int count = read_device_attribute(cudaDevAttrMultiProcessorCount, 132);
+  return count;
+}
+
+// The most shared memory one block may opt in to (99 KB on some GPUs, 227 KB on the H100 and
+// H200); 48 KB, what every device gives a block without opting in, if it cannot be read.
+inline size_t max_shared_memory_per_block() {
+  static const size_t bytes = static_cast<size_t>(
+      read_device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, 48 * 1024));
+  return bytes;
+}
 
 // Neurons per thread: the wide plan moves 16 bytes of its widest per-step stream (x in the
 // forward, the float32/float64 residual in the backward); the staged plans need at least 4
@@ -678,22 +701,6 @@ struct BackwardLaunch {
   bool hard_reset, detach_reset;
   double v_init_value;
 };
-
-// The most shared memory one block may opt in to on the device (99 KB on some GPUs, 227 KB on
-// the H100 and H200), read once, like multiprocessor_count.
-inline size_t max_shared_memory_per_block() {
-  static const size_t bytes = [] {
-    int device = 0, value = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&value, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) !=
-            cudaSuccess) {
-      cudaGetLastError();  // leave no sticky error for the launch check
-      return size_t{48 * 1024};  // what every device gives a block without opting in
-    }
-    return static_cast<size_t>(value);
-  }();
-  return bytes;
-}
 
 // The segmented plan with as many segments (warps per block) as the device's shared memory
 // per block holds: every segment adds 32 threads' rings and composites.

@@ -11,15 +11,6 @@
 
 #include "qif_cuda_kernels.cuh"
 
-namespace jaxqif::gpu {
-int multiprocessor_count() {
-  int device = 0, value = 0;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&value, cudaDevAttrMultiProcessorCount, device);
-  return value;
-}
-}  // namespace jaxqif::gpu
-
 namespace {
 
 using namespace jaxqif;
