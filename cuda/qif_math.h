@@ -59,19 +59,19 @@ inline SurrogateConstants surrogate_constants(SurrogateKind kind, double alpha,
 }
 
 // Neuron parameters, already converted to the state type. Derived constants are computed in
-// double and rounded once; the forward's (inv_tau) exactly as jaxqif/reference.py does, so both
-// paths see the same bits.
+// double and rounded once.
 template <typename S>
 struct QifParams {
   S inv_tau;  // 1 / tau
-  S v_c;
-  S a0;
+  // The charge as a polynomial in V[t-1] (qif_charge): H = (charge_v2 V + charge_v1) V +
+  // (X inv_tau + charge_v0), with charge_v2 = a0 / tau, charge_v1 = 1 - a0 (v_rest + v_c) / tau
+  // and charge_v0 = a0 v_rest v_c / tau.
+  S charge_v2, charge_v1, charge_v0;
   S v_threshold;
-  S v_rest;
   S v_reset;  // hard reset only
-  // Backward only: dH[t]/dV[t-1] = dh_dv_slope V[t-1] + dh_dv_offset, and the surrogate's
-  // constants (surrogate_constants).
-  S dh_dv_slope, dh_dv_offset;
+  // Backward only: dH[t]/dV[t-1] = dh_dv_slope V[t-1] + charge_v1 (dh_dv_slope = 2 a0 / tau),
+  // and the surrogate's constants (surrogate_constants).
+  S dh_dv_slope;
   S sg_scale, sg_shift, sg_gain, sg_coef;
   bool hard_reset;
   bool detach_reset;
@@ -83,13 +83,12 @@ struct QifParams {
                                double alpha = 1.0, bool detach_reset = false) {
     const SurrogateConstants sg = surrogate_constants(surrogate, alpha, v_threshold);
     return QifParams{static_cast<S>(1.0 / tau),
-                     static_cast<S>(v_c),
-                     static_cast<S>(a0),
+                     static_cast<S>(a0 / tau),
+                     static_cast<S>(1.0 - a0 * (v_rest + v_c) / tau),
+                     static_cast<S>(a0 * v_rest * v_c / tau),
                      static_cast<S>(v_threshold),
-                     static_cast<S>(v_rest),
                      static_cast<S>(v_reset),
                      static_cast<S>(2.0 * a0 / tau),
-                     static_cast<S>(1.0 - a0 * (v_rest + v_c) / tau),
                      static_cast<S>(sg.scale),
                      static_cast<S>(sg.shift),
                      static_cast<S>(sg.gain),
@@ -98,6 +97,23 @@ struct QifParams {
                      detach_reset};
   }
 };
+
+// a b + c rounded once: the CUDA intrinsic on the GPU, std::fma (correctly rounded too) on the
+// CPU, so the two handlers agree bit for bit.
+QIF_HD float qif_fma(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+QIF_HD double qif_fma(double a, double b, double c) {
+#if defined(__CUDA_ARCH__)
+  return __fma_rn(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
 
 // 2^x and division inside the surrogates. On the GPU, float uses the hardware's approximate
 // exp2 and reciprocal (a few ulp; the correctly rounded versions take several instructions
@@ -124,12 +140,16 @@ QIF_HD double qif_divide(double a, double b) { return a / b; }
 QIF_HD float qif_abs(float x) { return fabsf(x); }
 QIF_HD double qif_abs(double x) { return fabs(x); }
 
-// charge: H[t] = V[t-1] + (X[t] + a0 (V[t-1] - v_rest)(V[t-1] - v_c)) / tau.
-// The operation order matches jaxqif/reference.py; built without FMA contraction, the CPU and
-// CUDA handlers agree bit for bit.
+// charge: H[t] = V[t-1] + (X[t] + a0 (V[t-1] - v_rest)(V[t-1] - v_c)) / tau, expanded in V[t-1]
+// (QifParams) and evaluated as three fused multiply-adds. Only two of them lie on the chain from
+// one step's V to the next, against six operations in the formula's own order: the forward of a
+// long sequence of few neurons is bound by that chain (benchmarks/NOTES.md 21 and 23). It rounds
+// a few ulp away from the literal formula (jaxqif/reference.py); the CPU and CUDA handlers, both
+// built without FMA contraction elsewhere, agree bit for bit.
 template <typename S>
 QIF_HD S qif_charge(S v_prev, S x, const QifParams<S>& p) {
-  return v_prev + (x + p.a0 * (v_prev - p.v_rest) * (v_prev - p.v_c)) * p.inv_tau;
+  const S drive = qif_fma(x, p.inv_tau, p.charge_v0);  // off the chain: X is known ahead
+  return qif_fma(qif_fma(p.charge_v2, v_prev, p.charge_v1), v_prev, drive);
 }
 
 template <typename S>
@@ -184,10 +204,10 @@ QIF_HD S qif_dv_dh(S h, bool spike, S surrogate_grad, const QifParams<S>& p) {
   return p.detach_reset ? S(1) : S(1) - p.v_threshold * surrogate_grad;
 }
 
-// dH[t]/dV[t-1] = 1 + a0 (2 V[t-1] - v_rest - v_c) / tau, as one multiply-add.
+// dH[t]/dV[t-1] = 1 + a0 (2 V[t-1] - v_rest - v_c) / tau: the charge polynomial's derivative.
 template <typename S>
 QIF_HD S qif_dh_dv(S v_prev, const QifParams<S>& p) {
-  return p.dh_dv_slope * v_prev + p.dh_dv_offset;
+  return p.dh_dv_slope * v_prev + p.charge_v1;
 }
 
 // One step of BPTT, walking t downwards. `carry` is dL/dV[t] from steps after t (plus the

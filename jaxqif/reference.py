@@ -17,8 +17,8 @@ from jaxqif._config import NeuronConfig, state_dtype
 def step(config: NeuronConfig, x: jax.Array, v: jax.Array):
     """One QIF step in the state dtype. Returns (spike, v_next), spike in the state dtype."""
     k = config.constants(v.dtype)
-    # Same operation order as cuda/qif_math.h (qif_charge), so results differ at most by the
-    # roundings XLA's FMA contraction changes.
+    # The model's formula as written. The kernels evaluate it expanded in v, as fused
+    # multiply-adds (cuda/qif_math.h, qif_charge): a few ulp apart from this.
     h = v + (x + k["a0"] * (v - k["v_rest"]) * (v - k["v_c"])) * k["inv_tau"]
     spike = config.surrogate(h - k["v_threshold"])
     spike_in_reset = lax.stop_gradient(spike) if config.detach_reset else spike

@@ -47,7 +47,7 @@ def test_cuda_matches_reference_and_cpu_kernel(layout, surrogate, v_reset, detac
     (gx, gv), (spikes, vf, vs) = loss_and_grads("ffi", *_on(_gpu(), x, v, weights), **params)
     assert next(iter(spikes.devices())).platform == "gpu"
 
-    # Same formulas, same operation order, no FMA contraction: bit-identical forward.
+    # One header, its fused multiply-adds explicit and no other contraction: bit-identical.
     (gx_c, gv_c), (spikes_c, vf_c, vs_c) = loss_and_grads("ffi", *_on(_cpu(), x, v, weights),
                                                           **params)
     np.testing.assert_array_equal(np.asarray(spikes, np.float64), np.asarray(spikes_c, np.float64))
