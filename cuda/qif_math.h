@@ -142,10 +142,11 @@ QIF_HD double qif_abs(double x) { return fabs(x); }
 
 // charge: H[t] = V[t-1] + (X[t] + a0 (V[t-1] - v_rest)(V[t-1] - v_c)) / tau, expanded in V[t-1]
 // (QifParams) and evaluated as three fused multiply-adds. Only two of them lie on the chain from
-// one step's V to the next, against six operations in the formula's own order: the forward of a
-// long sequence of few neurons is bound by that chain (benchmarks/NOTES.md 21 and 23). It rounds
-// a few ulp away from the literal formula (jaxqif/reference.py); the CPU and CUDA handlers, both
-// built without FMA contraction elsewhere, agree bit for bit.
+// one step's V to the next, against six operations in the formula's own order: the serial part
+// of a long sequence of few neurons (benchmarks/NOTES.md 21 and 23). It rounds a few ulp away
+// from the formula as written; jaxqif/reference.py evaluates the same polynomial, unfused unless
+// XLA fuses it. The CPU and CUDA handlers, built without FMA contraction elsewhere, agree bit
+// for bit.
 template <typename S>
 QIF_HD S qif_charge(S v_prev, S x, const QifParams<S>& p) {
   const S drive = qif_fma(x, p.inv_tau, p.charge_v0);  // off the chain: X is known ahead

@@ -64,15 +64,16 @@ class NeuronConfig:
         return self.v_reset if self.hard_reset else 0.0
 
     def constants(self, state_dtype) -> dict:
-        """The parameters rounded once to the state dtype, with 1/tau computed in double first:
-        exactly what cuda/qif_math.h's QifParams::from_double does."""
+        """The forward's constants, computed in double and rounded once to the state dtype:
+        exactly what cuda/qif_math.h's QifParams::from_double does. The charge is a polynomial
+        in v: H = (charge_v2 v + charge_v1) v + (x inv_tau + charge_v0)."""
         c = lambda v: jnp.asarray(np.asarray(v, dtype=np.float64).astype(state_dtype))
         return dict(
             inv_tau=c(1.0 / self.tau),
-            v_c=c(self.v_c),
-            a0=c(self.a0),
+            charge_v2=c(self.a0 / self.tau),
+            charge_v1=c(1.0 - self.a0 * (self.v_rest + self.v_c) / self.tau),
+            charge_v0=c(self.a0 * self.v_rest * self.v_c / self.tau),
             v_threshold=c(self.v_threshold),
-            v_rest=c(self.v_rest),
             v_reset=c(self.v_reset if self.hard_reset else 0.0),
         )
 

@@ -17,9 +17,9 @@ from jaxqif._config import NeuronConfig, state_dtype
 def step(config: NeuronConfig, x: jax.Array, v: jax.Array):
     """One QIF step in the state dtype. Returns (spike, v_next), spike in the state dtype."""
     k = config.constants(v.dtype)
-    # The model's formula as written. The kernels evaluate it expanded in v, as fused
-    # multiply-adds (cuda/qif_math.h, qif_charge): a few ulp apart from this.
-    h = v + (x + k["a0"] * (v - k["v_rest"]) * (v - k["v_c"])) * k["inv_tau"]
+    # H = v + (x + a0 (v - v_rest)(v - v_c)) / tau, expanded in v as cuda/qif_math.h's
+    # qif_charge evaluates it (there as fused multiply-adds, which XLA may or may not form).
+    h = (k["charge_v2"] * v + k["charge_v1"]) * v + (x * k["inv_tau"] + k["charge_v0"])
     spike = config.surrogate(h - k["v_threshold"])
     spike_in_reset = lax.stop_gradient(spike) if config.detach_reset else spike
     if config.hard_reset:

@@ -107,6 +107,24 @@ def test_output_dtypes(dtype):
     assert spikes.dtype == dtype and v_final.dtype == state and v_seq.dtype == state
 
 
+@pytest.mark.parametrize("v_reset", [-0.1, None], ids=["hard", "soft"])
+@pytest.mark.parametrize("params", [{}, dict(tau=3.7, v_c=0.55, a0=0.7, v_threshold=1.3,
+                                             v_rest=0.1)], ids=["defaults", "custom"])
+def test_qif_step_is_the_model_formula(v_reset, params):
+    """The pure-JAX step (and the kernels) evaluate the charge expanded in v; in float64 it is
+    the formula as written, H = v + (x + a0 (v - v_rest)(v - v_c)) / tau, then fire and reset."""
+    p = dict(tau=2.0, v_c=0.8, a0=1.0, v_threshold=1.0, v_rest=0.0) | params
+    x = np.random.default_rng(0).uniform(-1.0, 3.0, 4096)
+    v = np.random.default_rng(1).uniform(-0.5, 1.0, 4096)
+    spike, v_next = jaxqif.qif_step(x, v, v_reset=v_reset, **params)
+    h = v + (x + p["a0"] * (v - p["v_rest"]) * (v - p["v_c"])) / p["tau"]
+    fired = h >= p["v_threshold"]
+    expected = np.where(fired, v_reset, h) if v_reset is not None else h - fired * p["v_threshold"]
+    assert 0.05 < fired.mean() < 0.95
+    np.testing.assert_array_equal(spike, fired)
+    np.testing.assert_allclose(v_next, expected, rtol=1e-15, atol=1e-15)
+
+
 def test_qif_step_matches_multistep():
     x, v = make_inputs((6, 4), 0, jnp.float32)
     spikes, v_final, v_seq = jaxqif.qif_multistep(x, v, store_v_seq=True)

@@ -24,8 +24,8 @@ def _inputs_away_from_threshold(shape, config, seed):
         # H[t] - v_threshold via the reference: the spike output's pre-activation.
         h = []
         def body(v, x_t):
-            k = config.constants(jnp.float64)
-            h_t = v + (x_t + k["a0"] * (v - k["v_rest"]) * (v - k["v_c"])) * k["inv_tau"]
+            c = config
+            h_t = v + (x_t + c.a0 * (v - c.v_rest) * (v - c.v_c)) / c.tau
             return reference.step(config, x_t, v)[1], h_t
         _, h = jax.lax.scan(body, v, x)
         spikes = (h >= config.v_threshold).mean()
