@@ -9,8 +9,9 @@
 //     the same with --fmad=true -DAB_BACKWARD
 // Run: /tmp/ab_forward [T (0: every shape)] [calls (default 50)]. One line per shape, dtype and
 // mode: microseconds per call and the bytes moved per second. NOTES.md 17-20's A/B figures came
-// from two separate harnesses (forward, backward), merged here into one file; this merged form
-// compiles for both sides but has not run on a GPU yet.
+// from two separate harnesses (forward, backward), merged here into one file, which gave
+// NOTES.md 23-24's. Sources older than 5c258db also need multiprocessor_count() defined (it
+// lived in qif_cuda.cu then).
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
