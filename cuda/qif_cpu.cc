@@ -78,8 +78,9 @@ inline Half from_state<Half, float>(float v) {
 // v_init: nullptr means every neuron starts at v_init_value; v_final, v_seq, residual:
 // nullptr means not written.
 template <typename X, typename S, bool kHardReset>
-void forward_rows(const X* x, const S* v_init, S v_init_value, X* spikes, S* v_final, S* v_seq,
-                  S* residual, const Layout& l, const QifParams<S>& p) {
+[[gnu::always_inline]] inline void forward_rows_body(const X* x, const S* v_init, S v_init_value,
+                                                     X* spikes, S* v_final, S* v_seq, S* residual,
+                                                     const Layout& l, const QifParams<S>& p) {
   std::vector<S> scratch(v_final ? 0 : l.inner);
   for (int64_t o = 0; o < l.outer; ++o) {
     S* v = v_final ? v_final + o * l.inner : scratch.data();  // this row's running state
@@ -96,6 +97,45 @@ void forward_rows(const X* x, const S* v_init, S v_init_value, X* spikes, S* v_f
       }
     }
   }
+}
+
+// The charge's std::fma is one instruction where the CPU has FMA, a call into libm otherwise,
+// which also keeps the loop over neurons from being vectorized (3x slower on x86-64). So on
+// x86-64 the forward is compiled twice, for the baseline ISA and for AVX2 + FMA, and picks one
+// at run time; both round identically (one rounding per fma, no other contraction).
+template <typename X, typename S, bool kHardReset>
+void forward_rows_baseline(const X* x, const S* v_init, S v_init_value, X* spikes, S* v_final,
+                           S* v_seq, S* residual, const Layout& l, const QifParams<S>& p) {
+  forward_rows_body<X, S, kHardReset>(x, v_init, v_init_value, spikes, v_final, v_seq, residual,
+                                      l, p);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+template <typename X, typename S, bool kHardReset>
+[[gnu::target("avx2,fma")]] void forward_rows_fma(const X* x, const S* v_init, S v_init_value,
+                                                  X* spikes, S* v_final, S* v_seq, S* residual,
+                                                  const Layout& l, const QifParams<S>& p) {
+  forward_rows_body<X, S, kHardReset>(x, v_init, v_init_value, spikes, v_final, v_seq, residual,
+                                      l, p);
+}
+
+inline bool cpu_has_fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+#endif
+
+template <typename X, typename S, bool kHardReset>
+void forward_rows(const X* x, const S* v_init, S v_init_value, X* spikes, S* v_final, S* v_seq,
+                  S* residual, const Layout& l, const QifParams<S>& p) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (cpu_has_fma()) {
+    return forward_rows_fma<X, S, kHardReset>(x, v_init, v_init_value, spikes, v_final, v_seq,
+                                              residual, l, p);
+  }
+#endif
+  forward_rows_baseline<X, S, kHardReset>(x, v_init, v_init_value, spikes, v_final, v_seq,
+                                          residual, l, p);
 }
 
 template <SurrogateKind kKind, bool kHardReset, typename X, typename S>
