@@ -103,13 +103,6 @@ template <typename X, typename S, bool kHardReset>
 // which also keeps the loop over neurons from being vectorized (3x slower on x86-64). So on
 // x86-64 the forward is compiled twice, for the baseline ISA and for AVX2 + FMA, and picks one
 // at run time; both round identically (one rounding per fma, no other contraction).
-template <typename X, typename S, bool kHardReset>
-void forward_rows_baseline(const X* x, const S* v_init, S v_init_value, X* spikes, S* v_final,
-                           S* v_seq, S* residual, const Layout& l, const QifParams<S>& p) {
-  forward_rows_body<X, S, kHardReset>(x, v_init, v_init_value, spikes, v_final, v_seq, residual,
-                                      l, p);
-}
-
 #if defined(__x86_64__) && defined(__GNUC__)
 template <typename X, typename S, bool kHardReset>
 [[gnu::target("avx2,fma")]] void forward_rows_fma(const X* x, const S* v_init, S v_init_value,
@@ -134,8 +127,8 @@ void forward_rows(const X* x, const S* v_init, S v_init_value, X* spikes, S* v_f
                                               residual, l, p);
   }
 #endif
-  forward_rows_baseline<X, S, kHardReset>(x, v_init, v_init_value, spikes, v_final, v_seq,
-                                          residual, l, p);
+  forward_rows_body<X, S, kHardReset>(x, v_init, v_init_value, spikes, v_final, v_seq, residual,
+                                      l, p);
 }
 
 template <SurrogateKind kKind, bool kHardReset, typename X, typename S>
