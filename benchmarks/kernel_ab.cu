@@ -5,13 +5,14 @@
 //   forward (inference and training):
 //     nvcc -std=c++20 -O3 --fmad=false -arch=sm_90 -I<sources> -I<jax.ffi.include_dir()> \
 //       -DAB_TAG='"name"' benchmarks/kernel_ab.cu -o /tmp/ab_forward
-//   backward (Sigmoid surrogate, grad_spikes only, H a synthetic pattern around the threshold):
-//     the same with --fmad=true -DAB_BACKWARD
+//   backward (Sigmoid surrogate, grad_spikes only; x and the checkpoints synthetic patterns
+//   that cross the threshold): the same with --fmad=true -DAB_BACKWARD
 // Run: /tmp/ab_forward [T (0: every shape)] [calls (default 50)]. One line per shape, dtype and
 // mode: microseconds per call and the bytes moved per second. NOTES.md 17-20's A/B figures came
 // from two separate harnesses (forward, backward), merged here into one file, which gave
-// NOTES.md 23-24's. Sources older than 5c258db also need multiprocessor_count() defined (it
-// lived in qif_cuda.cu then).
+// NOTES.md 23-24's. Sources before the checkpointed backward (NOTES.md 25) saved H instead:
+// build those with this file as of that commit's parent. Sources older than 5c258db also need
+// multiprocessor_count() defined (it lived in qif_cuda.cu then).
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
@@ -77,41 +78,45 @@ void time_shape(const char* dtype_name, ffi::DataType dtype, int64_t T, int64_t 
   const int64_t e = T * N;
   const Layout layout{1, T, N};
 #ifndef AB_BACKWARD
+  const int64_t saved = checkpoint_count(T, checkpoint_interval(sizeof(X))) * N;
   for (bool train : {false, true}) {
     std::vector<X*> xs;
     for (int i = 0; i < kSets; ++i) xs.push_back(device_array<X>(e, 0.4f, 0.8f));
     X* spikes = device_array<X>(e);
-    float* residual = train ? device_array<float>(e) : nullptr;
+    float* checkpoints = train && saved ? device_array<float>(saved) : nullptr;
     gpu::ForwardLaunch f{{}, layout, dtype, 2.0, 0.8, 1.0, 1.0, 0.0, -0.1, true, -0.1};
     const float us = time_us(calls, [&](int i) {
-      f.ptr = {xs[i % kSets], nullptr, spikes, nullptr, nullptr, residual};
+      f.ptr = {xs[i % kSets], nullptr, spikes, nullptr, nullptr, checkpoints};
       gpu::launch_forward(f, nullptr);
     });
     report(dtype_name, T, N, train ? "train" : "infer", us,
-           double(e) * (2 * sizeof(X) + (train ? sizeof(float) : 0)));
+           double(e) * 2 * sizeof(X) + double(train ? saved : 0) * sizeof(float));
     for (X* x : xs) cudaFree(x);
     cudaFree(spikes);
-    cudaFree(residual);
+    cudaFree(checkpoints);
   }
 #else
-  std::vector<X*> grad_spikes, grad_x;
-  std::vector<float*> residual;
+  const int64_t saved = checkpoint_count(T, checkpoint_interval(sizeof(X))) * N;
+  std::vector<X*> grad_spikes, grad_x, xs;
+  std::vector<float*> checkpoints;
   for (int i = 0; i < kSets; ++i) {
     grad_spikes.push_back(device_array<X>(e, 0.1f, 1.0f));
     grad_x.push_back(device_array<X>(e));
-    residual.push_back(device_array<float>(e, 0.6f, 0.6f));
+    xs.push_back(device_array<X>(e, 0.4f, 0.8f));
+    checkpoints.push_back(saved ? device_array<float>(saved, 0.3f, 0.6f) : nullptr);
   }
   gpu::BackwardLaunch b{{}, layout, dtype, 2.0, 0.8, 1.0, 1.0, 0.0, -0.1, 4.0, true, false, -0.1};
   const float us = time_us(calls, [&](int i) {
     const int s = i % kSets;
-    b.ptr = {grad_spikes[s], nullptr, nullptr, residual[s], nullptr, grad_x[s], nullptr};
+    b.ptr = {grad_spikes[s], nullptr, nullptr, xs[s], checkpoints[s], nullptr, grad_x[s], nullptr};
     gpu::launch_backward<SurrogateKind::kSigmoid, true>(b, nullptr);
   });
-  report(dtype_name, T, N, "bwd", us, double(e) * (2 * sizeof(X) + sizeof(float)));
+  report(dtype_name, T, N, "bwd", us, double(e) * 3 * sizeof(X) + double(saved) * sizeof(float));
   for (int s = 0; s < kSets; ++s) {
     cudaFree(grad_spikes[s]);
     cudaFree(grad_x[s]);
-    cudaFree(residual[s]);
+    cudaFree(xs[s]);
+    cudaFree(checkpoints[s]);
   }
 #endif
 }

@@ -75,13 +75,15 @@ inline Half from_state<Half, float>(float v) {
 }
 
 
-// v_init: nullptr means every neuron starts at v_init_value; v_final, v_seq, residual:
+// v_init: nullptr means every neuron starts at v_init_value; v_final, v_seq, checkpoints:
 // nullptr means not written.
 template <typename X, typename S, bool kHardReset>
 [[gnu::always_inline]] inline void forward_rows_body(const X* x, const S* v_init, S v_init_value,
-                                                     X* spikes, S* v_final, S* v_seq, S* residual,
+                                                     X* spikes, S* v_final, S* v_seq, S* checkpoints,
                                                      const Layout& l, const QifParams<S>& p) {
   std::vector<S> scratch(v_final ? 0 : l.inner);
+  constexpr int64_t kC = checkpoint_interval(sizeof(X));
+  const int64_t saved = checkpoint_count(l.steps, kC);
   for (int64_t o = 0; o < l.outer; ++o) {
     S* v = v_final ? v_final + o * l.inner : scratch.data();  // this row's running state
     for (int64_t i = 0; i < l.inner; ++i) v[i] = v_init ? v_init[o * l.inner + i] : v_init_value;
@@ -91,25 +93,25 @@ template <typename X, typename S, bool kHardReset>
         const S h = qif_charge(v[i], to_state(x[row + i]), p);
         const bool spike = qif_fires(h, p);
         spikes[row + i] = from_state<X>(spike ? S(1) : S(0));
-        if (residual) residual[row + i] = h;
         v[i] = qif_reset<kHardReset>(h, spike, p);
         if (v_seq) v_seq[row + i] = v[i];
+      }
+      if (checkpoints && (t + 1) % kC == 0 && t + 1 < l.steps) {
+        std::copy(v, v + l.inner, checkpoints + (o * saved + (t + 1) / kC - 1) * l.inner);
       }
     }
   }
 }
 
 // The charge's std::fma is one instruction where the CPU has FMA, a call into libm otherwise,
-// which also keeps the loop over neurons from being vectorized (3x slower on x86-64). So on
-// x86-64 the forward is compiled twice, for the baseline ISA and for AVX2 + FMA, and picks one
-// at run time; both round identically (one rounding per fma, no other contraction).
+// which also keeps the loops over neurons from being vectorized (3x slower on x86-64). So on
+// x86-64 each row loop (an always-inlined kBody) is compiled twice, for the baseline ISA and for
+// AVX2 + FMA, and run_rows picks one at run time; both round identically (one rounding per fma,
+// no other contraction).
 #if defined(__x86_64__) && defined(__GNUC__)
-template <typename X, typename S, bool kHardReset>
-[[gnu::target("avx2,fma")]] void forward_rows_fma(const X* x, const S* v_init, S v_init_value,
-                                                  X* spikes, S* v_final, S* v_seq, S* residual,
-                                                  const Layout& l, const QifParams<S>& p) {
-  forward_rows_body<X, S, kHardReset>(x, v_init, v_init_value, spikes, v_final, v_seq, residual,
-                                      l, p);
+template <auto kBody, typename... Args>
+[[gnu::target("avx2,fma")]] void run_rows_fma(Args... args) {
+  kBody(args...);
 }
 
 inline bool cpu_has_fma() {
@@ -118,80 +120,98 @@ inline bool cpu_has_fma() {
 }
 #endif
 
-template <typename X, typename S, bool kHardReset>
-void forward_rows(const X* x, const S* v_init, S v_init_value, X* spikes, S* v_final, S* v_seq,
-                  S* residual, const Layout& l, const QifParams<S>& p) {
+template <auto kBody, typename... Args>
+void run_rows(Args... args) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (cpu_has_fma()) {
-    return forward_rows_fma<X, S, kHardReset>(x, v_init, v_init_value, spikes, v_final, v_seq,
-                                              residual, l, p);
-  }
+  if (cpu_has_fma()) return run_rows_fma<kBody>(args...);
 #endif
-  forward_rows_body<X, S, kHardReset>(x, v_init, v_init_value, spikes, v_final, v_seq, residual,
-                                      l, p);
+  kBody(args...);
 }
 
-template <SurrogateKind kKind, bool kHardReset, typename X, typename S>
+// BPTT one row at a time, an interval of checkpoint_interval steps at a time from the last: each
+// interval's H is recomputed from its checkpoint (v_init for the first) and x, then walked down.
 // v_init as in forward_rows; grad_v_init may be nullptr (not wanted).
-void backward_rows(const X* grad_spikes, const S* grad_v_seq, const S* grad_v_final,
-                   const S* residual, const S* v_init, S v_init_value, X* grad_x, S* grad_v_init,
-                   const Layout& l, const QifParams<S>& p) {
+template <SurrogateKind kKind, bool kHardReset, typename X, typename S>
+[[gnu::always_inline]] inline void backward_rows_body(const X* grad_spikes, const S* grad_v_seq, const S* grad_v_final, const X* x,
+                   const S* checkpoints, const S* v_init, S v_init_value, X* grad_x,
+                   S* grad_v_init, const Layout& l, const QifParams<S>& p) {
+  constexpr int64_t kC = checkpoint_interval(sizeof(X));
+  const int64_t saved = checkpoint_count(l.steps, kC);
   std::vector<S> carry(l.inner);  // dL/dV[t] flowing back along one row; ends as dL/dv_init
+  std::vector<S> entry(l.inner);  // V entering the interval
+  std::vector<S> h(kC * l.inner);  // the interval's H, step-major
   for (int64_t o = 0; o < l.outer; ++o) {
     for (int64_t i = 0; i < l.inner; ++i) {
       carry[i] = grad_v_final ? grad_v_final[o * l.inner + i] : S(0);
     }
-    for (int64_t t = l.steps - 1; t >= 0; --t) {
-      const int64_t row = (o * l.steps + t) * l.inner;
+    for (int64_t k = saved; k >= 0; --k) {
+      const int64_t t0 = k * kC, len = std::min(kC, l.steps - t0);
       for (int64_t i = 0; i < l.inner; ++i) {
-        const S v_prev = t > 0   ? qif_state_after<kHardReset>(residual[row - l.inner + i], p)
-                         : v_init ? v_init[o * l.inner + i]
-                                  : v_init_value;
-        const S g_spike = grad_spikes ? S(to_state(grad_spikes[row + i])) : S(0);
-        const S g_v = grad_v_seq ? grad_v_seq[row + i] : S(0);
-        const S grad_h = qif_backward_step<kKind, kHardReset>(residual[row + i], v_prev, g_spike,
-                                                              g_v, carry[i], p);
-        grad_x[row + i] = from_state<X>(grad_h * p.inv_tau);
+        entry[i] = k > 0     ? checkpoints[(o * saved + k - 1) * l.inner + i]
+                   : v_init ? v_init[o * l.inner + i]
+                            : v_init_value;
+      }
+      for (int64_t u = 0; u < len; ++u) {
+        const X* x_row = x + (o * l.steps + t0 + u) * l.inner;
+        for (int64_t i = 0; i < l.inner; ++i) {
+          const S v = u > 0 ? qif_state_after<kHardReset>(h[(u - 1) * l.inner + i], p) : entry[i];
+          h[u * l.inner + i] = qif_charge(v, to_state(x_row[i]), p);
+        }
+      }
+      for (int64_t u = len - 1; u >= 0; --u) {
+        const int64_t row = (o * l.steps + t0 + u) * l.inner;
+        for (int64_t i = 0; i < l.inner; ++i) {
+          const S v_prev =
+              u > 0 ? qif_state_after<kHardReset>(h[(u - 1) * l.inner + i], p) : entry[i];
+          const S g_spike = grad_spikes ? S(to_state(grad_spikes[row + i])) : S(0);
+          const S g_v = grad_v_seq ? grad_v_seq[row + i] : S(0);
+          const S grad_h = qif_backward_step<kKind, kHardReset>(h[u * l.inner + i], v_prev,
+                                                                g_spike, g_v, carry[i], p);
+          grad_x[row + i] = from_state<X>(grad_h * p.inv_tau);
+        }
       }
     }
     if (grad_v_init) std::copy(carry.begin(), carry.end(), grad_v_init + o * l.inner);
   }
 }
 
-
-
 ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer v_init, ffi::Result<ffi::AnyBuffer> spikes,
                        ffi::Result<ffi::AnyBuffer> v_final, ffi::Result<ffi::AnyBuffer> v_seq,
-                       ffi::Result<ffi::AnyBuffer> residual, int64_t time_axis, double tau,
+                       ffi::Result<ffi::AnyBuffer> checkpoints, int64_t time_axis, double tau,
                        double v_c, double a0, double v_threshold, double v_rest, double v_reset,
-                       bool hard_reset, double v_init_value) {
+                       bool hard_reset, double v_init_value, int64_t checkpoint_steps) {
   ForwardCall call;
-  JAXQIF_RETURN_IF_ERROR(
-      check_forward(x, v_init, *spikes, *v_final, *v_seq, *residual, time_axis, &call));
+  JAXQIF_RETURN_IF_ERROR(check_forward(x, v_init, *spikes, *v_final, *v_seq, *checkpoints,
+                                       time_axis, checkpoint_steps, &call));
   if (call.layout.elements() == 0) return ffi::Error::Success();
   dispatch_dtype<Half, BFloat16>(call.input_dtype, [&](auto x_tag, auto s_tag) {
     using X = decltype(x_tag);
     using S = decltype(s_tag);
     const auto p = QifParams<S>::from_double(tau, v_c, a0, v_threshold, v_rest, v_reset,
                                              hard_reset);
-    auto run = hard_reset ? forward_rows<X, S, true> : forward_rows<X, S, false>;
-    run(data_or_null<X>(x), data_or_null<S>(v_init), static_cast<S>(v_init_value),
-        data_or_null<X>(*spikes),
-        data_or_null<S>(*v_final), data_or_null<S>(*v_seq), data_or_null<S>(*residual),
-        call.layout, p);
+    auto run = [&]<bool kHardReset>() {
+      run_rows<forward_rows_body<X, S, kHardReset>>(
+          data_or_null<X>(x), data_or_null<S>(v_init), static_cast<S>(v_init_value),
+          data_or_null<X>(*spikes), data_or_null<S>(*v_final), data_or_null<S>(*v_seq),
+          data_or_null<S>(*checkpoints), call.layout, p);
+    };
+    if (hard_reset) run.template operator()<true>();
+    else run.template operator()<false>();
   });
   return ffi::Error::Success();
 }
 
 ffi::Error BackwardImpl(ffi::AnyBuffer grad_spikes, ffi::AnyBuffer grad_v_seq,
-                        ffi::AnyBuffer grad_v_final, ffi::AnyBuffer residual, ffi::AnyBuffer v_init,
-                        ffi::Result<ffi::AnyBuffer> grad_x, ffi::Result<ffi::AnyBuffer> grad_v_init,
-                        int64_t time_axis, double tau, double v_c, double a0, double v_threshold,
-                        double v_rest, double v_reset, bool hard_reset, double v_init_value,
+                        ffi::AnyBuffer grad_v_final, ffi::AnyBuffer x, ffi::AnyBuffer checkpoints,
+                        ffi::AnyBuffer v_init, ffi::Result<ffi::AnyBuffer> grad_x,
+                        ffi::Result<ffi::AnyBuffer> grad_v_init, int64_t time_axis, double tau,
+                        double v_c, double a0, double v_threshold, double v_rest, double v_reset,
+                        bool hard_reset, double v_init_value, int64_t checkpoint_steps,
                         bool detach_reset, int64_t surrogate, double alpha) {
   BackwardCall call;
-  JAXQIF_RETURN_IF_ERROR(check_backward(grad_spikes, grad_v_seq, grad_v_final, residual, v_init,
-                                        *grad_x, *grad_v_init, time_axis, surrogate, &call));
+  JAXQIF_RETURN_IF_ERROR(check_backward(grad_spikes, grad_v_seq, grad_v_final, x, checkpoints,
+                                        v_init, *grad_x, *grad_v_init, time_axis,
+                                        checkpoint_steps, surrogate, &call));
   if (call.layout.neurons() == 0) return ffi::Error::Success();
   dispatch_dtype<Half, BFloat16>(call.input_dtype, [&](auto x_tag, auto s_tag) {
     using X = decltype(x_tag);
@@ -200,11 +220,11 @@ ffi::Error BackwardImpl(ffi::AnyBuffer grad_spikes, ffi::AnyBuffer grad_v_seq,
                                              static_cast<SurrogateKind>(surrogate), alpha,
                                              detach_reset);
     dispatch_surrogate_reset(surrogate, hard_reset, [&]<SurrogateKind kKind, bool kHardReset>() {
-      backward_rows<kKind, kHardReset, X, S>(
+      run_rows<backward_rows_body<kKind, kHardReset, X, S>>(
           data_or_null<X>(grad_spikes), data_or_null<S>(grad_v_seq),
-          data_or_null<S>(grad_v_final), data_or_null<S>(residual), data_or_null<S>(v_init),
-          static_cast<S>(v_init_value), data_or_null<X>(*grad_x), data_or_null<S>(*grad_v_init),
-          call.layout, p);
+          data_or_null<S>(grad_v_final), data_or_null<X>(x), data_or_null<S>(checkpoints),
+          data_or_null<S>(v_init), static_cast<S>(v_init_value), data_or_null<X>(*grad_x),
+          data_or_null<S>(*grad_v_init), call.layout, p);
     });
   });
   return ffi::Error::Success();
@@ -222,7 +242,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqifForwardCpu, jaxqif::ForwardImpl,
                                   .Ret<ffi::AnyBuffer>()  // spikes
                                   .Ret<ffi::AnyBuffer>()  // v_final
                                   .Ret<ffi::AnyBuffer>()  // v_seq
-                                  .Ret<ffi::AnyBuffer>()  // residual
+                                  .Ret<ffi::AnyBuffer>()  // checkpoints
                                   JAXQIF_NEURON_ATTRS);
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqifBackwardCpu, jaxqif::BackwardImpl,
@@ -230,7 +250,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqifBackwardCpu, jaxqif::BackwardImpl,
                                   .Arg<ffi::AnyBuffer>()  // grad_spikes
                                   .Arg<ffi::AnyBuffer>()  // grad_v_seq
                                   .Arg<ffi::AnyBuffer>()  // grad_v_final
-                                  .Arg<ffi::AnyBuffer>()  // residual
+                                  .Arg<ffi::AnyBuffer>()  // x
+                                  .Arg<ffi::AnyBuffer>()  // checkpoints
                                   .Arg<ffi::AnyBuffer>()  // v_init
                                   .Ret<ffi::AnyBuffer>()  // grad_x
                                   .Ret<ffi::AnyBuffer>()  // grad_v_init

@@ -2,9 +2,11 @@
 //
 // One thread walks a group of kVec adjacent neurons through all T steps (the segmented backward
 // splits them). The recurrence is serial, but the loads it consumes (x[t]; in the backward
-// grad_spikes[t], grad_v_seq[t] and H) do not depend on it, so they are issued well ahead of the
-// step that needs them (see StreamReader). Streams are touched exactly once: loads and stores
-// use evict-first hints.
+// grad_spikes[t] and grad_v_seq[t] too) do not depend on it, so they are issued well ahead of
+// the step that needs them (see StreamReader). Under differentiation the forward saves V every
+// few steps (checkpoint_interval, qif_math.h), and the backward recomputes H from those checkpoints and x
+// rather than reading a stored H. Streams are touched once per kernel: loads and stores use
+// evict-first hints.
 //
 // Six launch plans, chosen per call (choose_plan):
 //  * wide: 16 bytes of the widest stream per step per thread, when there are enough neurons to
@@ -245,17 +247,18 @@ struct ForwardPointers {
   const void* x;
   const void* v_init;  // nullptr: every neuron starts at v_init_value
   void* spikes;
-  void* v_final;   // nullptr when not wanted
-  void* v_seq;     // nullptr when not stored
-  void* residual;  // H, nullptr when not saved
+  void* v_final;      // nullptr when not wanted
+  void* v_seq;        // nullptr when not stored
+  void* checkpoints;  // nullptr when not saved (or none to save: a single interval)
 };
 
 struct BackwardPointers {
   const void* grad_spikes;   // nullptr when symbolically zero
   const void* grad_v_seq;    // nullptr when symbolically zero
   const void* grad_v_final;  // nullptr when symbolically zero
-  const void* residual;
-  const void* v_init;  // nullptr: every neuron starts at v_init_value
+  const void* x;
+  const void* checkpoints;  // nullptr when there is a single interval
+  const void* v_init;       // nullptr: every neuron starts at v_init_value
   void* grad_x;
   void* grad_v_init;  // nullptr when v_init is not differentiated
 };
@@ -271,9 +274,9 @@ __device__ __forceinline__ Pack<S, kVec> initial_state(const void* v_init, int64
   return r;
 }
 
-// kResidual / kVSeq: H / V are stored every step (compile-time, so that inference carries no
-// per-step work for streams it does not write).
-template <typename X, typename S, bool kHardReset, bool kResidual, bool kVSeq, typename Sh>
+// kCheckpoints: V is saved every checkpoint_interval steps; kVSeq: every step (compile-time, so
+// that inference carries no per-step work for what it does not write).
+template <typename X, typename S, bool kHardReset, bool kCheckpoints, bool kVSeq, typename Sh>
 __global__ void __launch_bounds__(128)
     forward_kernel(ForwardPointers ptr, int64_t steps, int64_t inner, int64_t groups,
                    QifParams<S> p, S v_init_value) {
@@ -285,7 +288,10 @@ __global__ void __launch_bounds__(128)
   const int64_t offset = group_offset(n, steps, inner);
   X* spikes = static_cast<X*>(ptr.spikes) + offset;
   S* v_seq = kVSeq ? static_cast<S*>(ptr.v_seq) + offset : nullptr;
-  S* residual = kResidual ? static_cast<S*>(ptr.residual) + offset : nullptr;
+  constexpr int kInterval = checkpoint_interval(sizeof(X));
+  S* checkpoints = kCheckpoints ? static_cast<S*>(ptr.checkpoints) +
+                                      group_offset(n, checkpoint_count(steps, kInterval), inner)
+                                : nullptr;
 
   using Reader = StreamReader<Sh::kStaged, 1, kChunk, X, kVec>;
   Reader x(static_cast<const X*>(ptr.x) + offset, 0, steps, inner, ring);
@@ -299,137 +305,165 @@ __global__ void __launch_bounds__(128)
           if (!decltype(full)::value && t >= steps) break;
           const Pack<X, kVec> current = x.take(c, u);
           Pack<X, kVec> spike_out;
-          Pack<S, kVec> h_out;
 #pragma unroll
           for (int k = 0; k < kVec; ++k) {
             const S h = qif_charge(v.v[k], S(to_state(current.v[k])), p);
             const bool spike = qif_fires(h, p);
             spike_out.v[k] = from_state<X>(spike ? S(1) : S(0));
-            h_out.v[k] = h;
             v.v[k] = qif_reset<kHardReset>(h, spike, p);
           }
           store_pack(spikes + t * inner, spike_out);
-          if constexpr (kResidual) store_pack(residual + t * inner, h_out);
           if constexpr (kVSeq) store_pack(v_seq + t * inner, v);
+          if constexpr (kCheckpoints) {
+            if ((t + 1) % kInterval == 0 && t + 1 < steps) {
+              store_pack(checkpoints + ((t + 1) / kInterval - 1) * inner, v);
+            }
+          }
         }
       });
   if (ptr.v_final) store_pack(static_cast<S*>(ptr.v_final) + n, v);
 }
 
-// Blocks per multiprocessor the wide backward is compiled for (its register budget). Its loads
-// are issued one chunk ahead, so resident warps are what hide their latency: with a float32
-// state and no grad_v_seq stream, 80 registers (16-bit inputs) or 96 (float32) fit 6 or 5 blocks
-// of 128 threads without spilling, against 4 when the compiler is left free. The other variants
-// would spill under those caps and keep the compiler's choice.
-template <typename X, typename S, bool kHasGradVSeq, typename Sh>
-constexpr int kBackwardBlocksPerSM =
-    Sh::kVec == 1 || kHasGradVSeq || sizeof(S) != 4 ? 1 : sizeof(X) == 2 ? 6 : 5;
-
-// Walks t downwards, one thread per group through all T steps (the plans with enough neurons
-// to fill the GPU, and layouts that cannot be staged). Slot u of chunk c is step
-// t = T - 1 - (c * kChunk + u); the residual reader is one step behind (H[t - 1], from which
-// V[t - 1] is recomputed).
+// Walks the checkpoint intervals downwards, one thread per group through all T
+// steps (the plans with enough neurons to fill the GPU, and layouts that cannot be staged). For
+// each interval, H is recomputed upwards from the V entering it (its checkpoint, or v_init) and
+// x, then BPTT walks it down. The loads run one interval ahead: x and the checkpoint of the
+// interval below are issued as soon as this one's H is known, its cotangents as soon as this
+// one's BPTT is done, so each load has a pass of compute (and the other warps) to arrive.
 template <SurrogateKind kKind, bool kHardReset, bool kHasGradVSeq, typename X, typename S,
           typename Sh>
-__global__ void __launch_bounds__(128, kBackwardBlocksPerSM<X, S, kHasGradVSeq, Sh>)
+__global__ void __launch_bounds__(128)
     backward_kernel(BackwardPointers ptr, int64_t steps, int64_t inner, int64_t groups,
                     QifParams<S> p, S v_init_value) {
-  constexpr int kVec = Sh::kVec, kChunk = Sh::kChunk;
+  constexpr int kVec = Sh::kVec, kC = Sh::kChunk;
+  static_assert(kC == checkpoint_interval(sizeof(X)), "a chunk is one checkpoint interval");
   static_assert(!Sh::kStaged, "the staged backward is segmented_backward_kernel");
-  using SpikeReader = StreamReader<false, -1, kChunk, X, kVec>;
-  using StateReader = StreamReader<false, -1, kChunk, S, kVec>;
+  using State = Pack<S, kVec>;
+  using Input = Pack<X, kVec>;
   const int64_t group = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (group >= groups) return;
   const int64_t n = group * kVec;
   const int64_t offset = group_offset(n, steps, inner);
-  const int64_t last = steps - 1;
-  const S* residual = static_cast<const S*>(ptr.residual) + offset;
+  const int64_t top = checkpoint_count(steps, kC);  // the last interval
+  const X* x = static_cast<const X*>(ptr.x) + offset;
+  const X* grad_spikes =
+      ptr.grad_spikes ? static_cast<const X*>(ptr.grad_spikes) + offset : nullptr;
+  const S* grad_v_seq = kHasGradVSeq ? static_cast<const S*>(ptr.grad_v_seq) + offset : nullptr;
+  const S* checkpoints =
+      top > 0 ? static_cast<const S*>(ptr.checkpoints) + group_offset(n, top, inner) : nullptr;
   X* grad_x = static_cast<X*>(ptr.grad_x) + offset;
+  const State v_start = initial_state<S, kVec>(ptr.v_init, n, v_init_value);
 
-  const bool has_grad_spikes = ptr.grad_spikes != nullptr;
-  SpikeReader gs(has_grad_spikes ? static_cast<const X*>(ptr.grad_spikes) + offset : nullptr,
-                 last, has_grad_spikes ? steps : 0, inner, nullptr);
-  StateReader h_prev(residual, last - 1, steps, inner, nullptr);
-  StateReader gv(kHasGradVSeq ? static_cast<const S*>(ptr.grad_v_seq) + offset : nullptr, last,
-                 kHasGradVSeq ? steps : 0, inner, nullptr);
-  Pack<S, kVec> h = load_pack<S, kVec>(residual + last * inner);
-  Pack<S, kVec> carry = ptr.grad_v_final
-                            ? load_pack<S, kVec>(static_cast<const S*>(ptr.grad_v_final) + n)
-                            : zero_pack<S, kVec>();
-  const Pack<S, kVec> v_start = initial_state<S, kVec>(ptr.v_init, n, v_init_value);
-  const Pack<X, kVec> no_spike_grad = zero_pack<X, kVec>();
-  for_each_chunk<false, kChunk, SpikeReader::kAhead>(
-      steps,
-      [&](int64_t c) {
-        gs.fetch(c);  // reads nothing when grad_spikes is absent (its step range is empty)
-        h_prev.fetch(c);
-        if constexpr (kHasGradVSeq) gv.fetch(c);
-      },
-      [&] {
-        gs.next_chunk();
-        h_prev.next_chunk();
-        if constexpr (kHasGradVSeq) gv.next_chunk();
-      },
-      [&](int64_t c, auto full) {
+  Input xs[kC], gs[kC];
+  State gv[kHasGradVSeq ? kC : 1];
+  State entry;  // V entering the interval
+  // all (std::integral_constant): every step of interval k is below T (all but the top one).
+  // Addresses advance by inner step by step, rather than as t * inner: 64-bit products hoisted
+  // out of the loop would hold registers for the whole kernel.
+  auto load_inputs = [&](int64_t k, auto all) {
+    entry = k > 0 ? load_pack<S, kVec>(checkpoints + (k - 1) * inner) : v_start;
+    const X* src = x + k * kC * inner;
 #pragma unroll
-        for (int u = 0; u < kChunk; ++u) {
-          const int64_t t = last - (c * kChunk + u);
-          if (!decltype(full)::value && t < 0) break;
-          const Pack<X, kVec> g_spike = has_grad_spikes ? gs.take(c, u) : no_spike_grad;
-          // H[t - 1] for t > 0 (a full chunk may end at t = 0, so check t itself)
-          const Pack<S, kVec> hp = t > 0 ? h_prev.take(c, u) : v_start;
-          Pack<X, kVec> gx;
+    for (int u = 0; u < kC; ++u, src += inner) {
+      if (decltype(all)::value || k * kC + u < steps) xs[u] = load_pack<X, kVec>(src);
+    }
+  };
+  auto load_cotangents = [&](int64_t k, auto all) {
+    const int64_t first = k * kC * inner;
 #pragma unroll
-          for (int k = 0; k < kVec; ++k) {
-            const S v_prev = t > 0 ? qif_state_after<kHardReset>(hp.v[k], p) : v_start.v[k];
-            S g_v = S(0);
-            if constexpr (kHasGradVSeq) g_v = gv.take(c, u).v[k];
-            const S grad_h = qif_backward_step<kKind, kHardReset>(
-                h.v[k], v_prev, S(to_state(g_spike.v[k])), g_v, carry.v[k], p);
-            gx.v[k] = from_state<X>(grad_h * p.inv_tau);
-          }
-          store_pack(grad_x + t * inner, gx);
-          h = hp;
+    for (int u = 0; u < kC; ++u) {
+      if (decltype(all)::value || k * kC + u < steps) {
+        gs[u] = grad_spikes ? load_pack<X, kVec>(grad_spikes + first + u * inner)
+                            : zero_pack<X, kVec>();
+        if constexpr (kHasGradVSeq) gv[u] = load_pack<S, kVec>(grad_v_seq + first + u * inner);
+      }
+    }
+  };
+
+  State carry = ptr.grad_v_final
+                    ? load_pack<S, kVec>(static_cast<const S*>(ptr.grad_v_final) + n)
+                    : zero_pack<S, kVec>();
+  const bool top_full = steps == (top + 1) * kC;
+  if (top_full) {
+    load_inputs(top, std::true_type{});
+    load_cotangents(top, std::true_type{});
+  } else {
+    load_inputs(top, std::false_type{});
+    load_cotangents(top, std::false_type{});
+  }
+  for (int64_t k = top; k >= 0; --k) {
+    auto interval = [&](auto all) {
+      const int64_t t0 = k * kC;
+      const State v_entry = entry;
+      State h[kC];
+      State v = v_entry;
+#pragma unroll
+      for (int u = 0; u < kC; ++u) {
+        if (!decltype(all)::value && t0 + u >= steps) break;
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) {
+          h[u].v[j] = qif_charge(v.v[j], S(to_state(xs[u].v[j])), p);
+          v.v[j] = qif_state_after<kHardReset>(h[u].v[j], p);
         }
-      });
+      }
+      if (k > 0) load_inputs(k - 1, std::true_type{});
+#pragma unroll
+      for (int u = kC - 1; u >= 0; --u) {
+        if (!decltype(all)::value && t0 + u >= steps) continue;
+        Input gx;
+#pragma unroll
+        for (int j = 0; j < kVec; ++j) {
+          const S v_prev = u > 0 ? qif_state_after<kHardReset>(h[u - 1].v[j], p) : v_entry.v[j];
+          S g_v = S(0);
+          if constexpr (kHasGradVSeq) g_v = gv[u].v[j];
+          const S grad_h = qif_backward_step<kKind, kHardReset>(
+              h[u].v[j], v_prev, S(to_state(gs[u].v[j])), g_v, carry.v[j], p);
+          gx.v[j] = from_state<X>(grad_h * p.inv_tau);
+        }
+        store_pack(grad_x + (t0 + u) * inner, gx);
+      }
+      if (k > 0) load_cotangents(k - 1, std::true_type{});
+    };
+    if (k == top && !top_full) interval(std::false_type{});
+    else interval(std::true_type{});
+  }
   if (ptr.grad_v_init) store_pack(static_cast<S*>(ptr.grad_v_init) + n, carry);
 }
 
-// The segmented plan's shapes: a segment's per-step maps (decay and drive) are kept in
-// registers, 64 bytes of them (8 steps of one float32 neuron), so that 1024 threads fit a
-// multiprocessor at 64 registers; shared-memory ring depth; most segments (warps) per block
-// (16: a 16-bit layer of 2^14 neurons, two per thread, fills the GPU only with that many).
-template <typename S, int kVec>
-constexpr int kSegmentSteps = 64 / (2 * kVec * static_cast<int>(sizeof(S)));
+// The segmented plan: a segment is one checkpoint interval, so that each warp
+// starts its recomputation of H from a checkpoint; shared-memory ring depth; most segments
+// (warps) per block (16: a 16-bit layer of 2^14 neurons, two per thread, fills the GPU only with
+// that many).
 constexpr int kSegmentSlots = 3;
 constexpr int kMaxSegments = 16;
 
-template <typename X, typename S, typename Sh>
-using SegmentSpikeReader = StreamReader<true, -1, Sh::kChunk, X, Sh::kVec, kSegmentSlots>;
+template <typename X, typename Sh>
+using SegmentInputReader = StreamReader<true, -1, Sh::kChunk, X, Sh::kVec, kSegmentSlots>;
 template <typename S, typename Sh>
 using SegmentStateReader = StreamReader<true, -1, Sh::kChunk, S, Sh::kVec, kSegmentSlots>;
 
-// Shared memory per thread of segmented_backward_kernel: the rings of grad_spikes, H (and
+// Shared memory per thread of segmented_backward_kernel: the rings of x, grad_spikes (and
 // grad_v_seq), two rounds of composites (decay and drive), and two more values per thread, of
 // which the first 2 x 32 hold the G passed from one round to the next (two rounds alternating).
 template <typename X, typename S, typename Sh>
 constexpr size_t segmented_shared_bytes(bool has_grad_v_seq) {
-  return SegmentSpikeReader<X, S, Sh>::kStagedBytes +
-         SegmentStateReader<S, Sh>::kStagedBytes * (1 + has_grad_v_seq) +
+  return SegmentInputReader<X, Sh>::kStagedBytes * 2 +
+         SegmentStateReader<S, Sh>::kStagedBytes * has_grad_v_seq +
          6 * sizeof(Pack<S, Sh::kVec>);
 }
 
 // Time-parallel backward for layouts with too few neurons to fill the GPU (long sequences of
 // a small layer), where one thread walking all T steps leaves the GPU idle. A block is 32 lanes
-// (groups of neurons) x W warps; the time axis is walked downwards in rounds of W segments of
-// kSegmentSteps steps, warp w taking segment w of each round. Given H, the recurrence of
-// G[t] = dL/dH[t] is affine (qif_backward_affine), so per round:
-//  1. each thread computes its segment's per-step maps and their composite, in parallel;
+// (groups of neurons) x W warps; the intervals are walked downwards in rounds of W, warp w taking
+// interval w of each round. Given H, the recurrence of G[t] = dL/dH[t] is affine
+// (qif_backward_affine), so per round:
+//  1. each thread recomputes its interval's H upwards from the checkpoint entering it, and with
+//     it the per-step maps and their composite, in parallel;
 //  2. the block chains the W composites through shared memory (one barrier), starting from the
-//     G carried in from the round above: warp w applies the w composites above its segment to
+//     G carried in from the round above: warp w applies the w composites above its interval to
 //     learn the G entering it, and the last warp its own too, to pass on the G leaving the round
 //     (about half the work of every warp chaining all W);
-//  3. each thread replays its segment's maps from that G and writes grad_x.
+//  3. each thread replays its interval's maps from that G and writes grad_x.
 // W times the threads of the serial kernel, same bytes: the inputs are staged per thread with
 // cp.async, as in the staged forward, a round or more ahead.
 template <SurrogateKind kKind, bool kHardReset, bool kHasGradVSeq, typename X, typename S,
@@ -438,7 +472,8 @@ __global__ void __launch_bounds__(32 * kMaxSegments, 32 / kMaxSegments)
     segmented_backward_kernel(BackwardPointers ptr, int64_t steps, int64_t inner, int64_t groups,
                               QifParams<S> p, S v_init_value) {
   constexpr int kVec = Sh::kVec, kChunk = Sh::kChunk;
-  using SpikeReader = SegmentSpikeReader<X, S, Sh>;
+  static_assert(kChunk == checkpoint_interval(sizeof(X)), "a segment is one checkpoint interval");
+  using InputReader = SegmentInputReader<X, Sh>;
   using StateReader = SegmentStateReader<S, Sh>;
   using State = Pack<S, kVec>;
   extern __shared__ __align__(16) unsigned char ring[];
@@ -450,79 +485,100 @@ __global__ void __launch_bounds__(32 * kMaxSegments, 32 / kMaxSegments)
   const int64_t n = active ? group * kVec : 0;
   const int64_t offset = active ? group_offset(n, steps, inner) : 0;
   const int64_t last = steps - 1;
-  const int64_t round_steps = int64_t{segments} * kChunk;
+  const int64_t top_interval = checkpoint_count(steps, kChunk);
+  const S* checkpoints = active && top_interval > 0
+                             ? static_cast<const S*>(ptr.checkpoints) +
+                                   group_offset(n, top_interval, inner)
+                             : nullptr;
+  const State v_start = initial_state<S, kVec>(active ? ptr.v_init : nullptr, n, v_init_value);
   X* grad_x = static_cast<X*>(ptr.grad_x) + offset;
 
-  unsigned char* ring_gs = ring;
-  unsigned char* ring_h = ring_gs + SpikeReader::kStagedBytes * threads;
-  unsigned char* ring_gv = ring_h + StateReader::kStagedBytes * threads;
+  unsigned char* ring_x = ring;
+  unsigned char* ring_gs = ring_x + InputReader::kStagedBytes * threads;
+  unsigned char* ring_gv = ring_gs + InputReader::kStagedBytes * threads;
   // Each round's composites: [decay | drive] x threads, and the G leaving it (32 lanes), two
   // rounds alternating so that one barrier per round suffices.
   State* composites = reinterpret_cast<State*>(
       ring_gv + (kHasGradVSeq ? StateReader::kStagedBytes * threads : 0));
   State* round_exits = composites + 4 * threads;
   const bool has_grad_spikes = ptr.grad_spikes != nullptr;
-  const int64_t first = last - int64_t{segment} * kChunk;  // this warp's top step in round 0
-  SpikeReader gs(has_grad_spikes && active ? static_cast<const X*>(ptr.grad_spikes) + offset
+  // This warp's interval in round r is top_interval - (r W + segment); slot u of it is step
+  // t = its top step - u.
+  const int64_t first = (top_interval - segment) * kChunk + kChunk - 1;
+  const int64_t round_steps = int64_t{segments} * kChunk;
+  InputReader xr(active ? static_cast<const X*>(ptr.x) + offset : nullptr, first,
+                 active ? steps : 0, inner, ring_x, round_steps);
+  InputReader gs(has_grad_spikes && active ? static_cast<const X*>(ptr.grad_spikes) + offset
                                            : nullptr,
                  first, has_grad_spikes && active ? steps : 0, inner, ring_gs, round_steps);
-  StateReader h(active ? static_cast<const S*>(ptr.residual) + offset : nullptr, first,
-                active ? steps : 0, inner, ring_h, round_steps);
   StateReader gv(kHasGradVSeq && active ? static_cast<const S*>(ptr.grad_v_seq) + offset : nullptr,
                  first, kHasGradVSeq && active ? steps : 0, inner, ring_gv, round_steps);
   auto fetch = [&](int64_t c) {
+    xr.fetch(c);
     gs.fetch(c);
-    h.fetch(c);
     if constexpr (kHasGradVSeq) gv.fetch(c);
+  };
+  // V entering interval k (its checkpoint, v_init for the first; unused below 0).
+  auto entering = [&](int64_t k) {
+    return k > 0 && checkpoints ? load_pack<S, kVec>(checkpoints + (k - 1) * inner) : v_start;
   };
 
   // G entering round 0 (dL/dV_final); in the last warp, G leaving the latest round.
   State carry = active && ptr.grad_v_final
                     ? load_pack<S, kVec>(static_cast<const S*>(ptr.grad_v_final) + n)
                     : zero_pack<S, kVec>();
-  const int64_t rounds = (steps + round_steps - 1) / round_steps;
-  for (int c = 0; c < SpikeReader::kAhead; ++c) {
+  const int64_t rounds = (top_interval + segments) / segments;
+  for (int c = 0; c < InputReader::kAhead; ++c) {
     fetch(c);
     __pipeline_commit();
   }
+  State entry = entering(top_interval - segment);
   for (int64_t r = 0; r < rounds; ++r) {
-    fetch(r + SpikeReader::kAhead);
-    staged_commit_and_wait<SpikeReader::kAhead>();
+    fetch(r + InputReader::kAhead);
+    const State next_entry = entering(top_interval - segment - (r + 1) * segments);
+    staged_commit_and_wait<InputReader::kAhead>();
     const int64_t top = first - r * round_steps;
-    // Every step of this thread's segment exists: no per-step checks.
-    const bool full = active && top - (kChunk - 1) >= 0;
-    auto exists = [&](int64_t t, auto all) { return decltype(all)::value || (active && t >= 0); };
+    // Every step of this thread's interval exists: no per-step checks.
+    const bool full = active && top < steps && top - (kChunk - 1) >= 0;
+    auto exists = [&](int64_t t, auto all) {
+      return decltype(all)::value || (active && t >= 0 && t < steps);
+    };
 
-    // 1. The segment's maps, and their composite G_in -> G at its bottom step.
+    // 1. H upwards from the entering V; with it the interval's maps, and their composite, the
+    // map from the G entering the interval at its top to G at its bottom step.
     S decay[kChunk][kVec], drive[kChunk][kVec];
     State total_decay, total_drive;
 #pragma unroll
     for (int k = 0; k < kVec; ++k) total_decay.v[k] = S(1), total_drive.v[k] = S(0);
     auto maps = [&](auto all) {
+      State v = entry;
 #pragma unroll
-      for (int u = 0; u < kChunk; ++u) {
+      for (int u = kChunk - 1; u >= 0; --u) {
         const int64_t t = top - u;
-        if (!exists(t, all)) {  // past t = 0: the identity
+        if (!exists(t, all)) {  // below 0 or past T - 1: the identity
 #pragma unroll
           for (int k = 0; k < kVec; ++k) decay[u][k] = S(1), drive[u][k] = S(0);
           continue;
         }
-        const State hv = h.take(r, u);
+        const Pack<X, kVec> x_in = xr.take(r, u);
         const Pack<X, kVec> g_spike = has_grad_spikes ? gs.take(r, u) : zero_pack<X, kVec>();
 #pragma unroll
         for (int k = 0; k < kVec; ++k) {
+          const S h = qif_charge(v.v[k], S(to_state(x_in.v[k])), p);
+          v.v[k] = qif_state_after<kHardReset>(h, p);
           S g_v = S(0);
           if constexpr (kHasGradVSeq) g_v = gv.take(r, u).v[k];
-          qif_backward_affine<kKind, kHardReset>(hv.v[k], S(to_state(g_spike.v[k])), g_v,
-                                                 t == last, p, decay[u][k], drive[u][k]);
-          total_drive.v[k] = decay[u][k] * total_drive.v[k] + drive[u][k];
-          total_decay.v[k] = decay[u][k] * total_decay.v[k];
+          qif_backward_affine<kKind, kHardReset>(h, S(to_state(g_spike.v[k])), g_v, t == last, p,
+                                                 decay[u][k], drive[u][k]);
+          // total = total o (this step's map): steps are added below the top ones
+          total_drive.v[k] = total_decay.v[k] * drive[u][k] + total_drive.v[k];
+          total_decay.v[k] = total_decay.v[k] * decay[u][k];
         }
       }
     };
     if (full) maps(std::true_type{});
     else maps(std::false_type{});
-
+    entry = next_entry;
     // 2. Chain the round's composites from the top: the G entering this warp's segment, and in
     // the last warp the G that leaves the round (carried into the next, through shared memory).
     State* round_composites = composites + (r & 1) * 2 * threads;
@@ -547,7 +603,7 @@ __global__ void __launch_bounds__(32 * kMaxSegments, 32 / kMaxSegments)
 #pragma unroll
       for (int u = 0; u < kChunk; ++u) {
         const int64_t t = top - u;
-        if (!exists(t, all)) break;
+        if (!exists(t, all)) continue;  // the top interval may reach past T - 1
         Pack<X, kVec> gx;
 #pragma unroll
         for (int k = 0; k < kVec; ++k) {
@@ -600,11 +656,14 @@ inline size_t max_shared_memory_per_block() {
   return bytes;
 }
 
-// Neurons per thread: the wide plan moves 16 bytes of its widest per-step stream (x in the
-// forward, the float32/float64 residual in the backward); the staged plans need at least 4
-// bytes for an asynchronous copy (two neurons of a 16-bit type).
-template <typename T>
-constexpr int kWideVec = 16 / static_cast<int>(sizeof(T));
+// Neurons per thread: the wide forward moves 16 bytes of x per step; the wide backward 8 bytes
+// of each input-typed stream (x, grad_spikes, grad_x), as it holds a whole interval of three
+// of them in registers; the staged plans need at least 4 bytes for an asynchronous copy (two
+// neurons of a 16-bit type).
+template <typename X>
+constexpr int kWideVec = 16 / static_cast<int>(sizeof(X));
+template <typename X>
+constexpr int kBackwardWideVec = 8 / static_cast<int>(sizeof(X));
 template <typename X>
 constexpr int kStagedVec = sizeof(X) < 4 ? 4 / static_cast<int>(sizeof(X)) : 1;
 
@@ -672,15 +731,14 @@ void dispatch_forward_plan(Plan plan, Fn&& fn) {
   }
 }
 
-// The backward reads two or three streams per step, so its register chunks are shorter.
-template <typename X, typename S, typename Fn>
+// The backward works one checkpoint interval at a time in every plan.
+template <typename X, typename Fn>
 void dispatch_backward_plan(Plan plan, Fn&& fn) {
+  constexpr int kInterval = checkpoint_interval(sizeof(X));
   switch (plan) {
-    case Plan::kWide: return fn(Shape<kWideVec<S>, 4, false>{});
-    case Plan::kNarrow: return fn(Shape<1, 8, false>{});
-    case Plan::kSegmented:
-      return fn(Shape<kStagedVec<X>, kSegmentSteps<S, kStagedVec<X>>, true>{});
-    default: return fn(Shape<1, 16, false>{});  // narrow long
+    case Plan::kWide: return fn(Shape<kBackwardWideVec<X>, kInterval, false>{});
+    case Plan::kSegmented: return fn(Shape<kStagedVec<X>, kInterval, true>{});
+    default: return fn(Shape<1, kInterval, false>{});  // narrow, narrow long
   }
 }
 
@@ -745,21 +803,21 @@ inline cudaError_t launch_forward(const ForwardLaunch& a, cudaStream_t stream) {
     const LaunchPlan plan =
         choose_plan(a.layout, kWideVec<X>, kStagedVec<X>,
                     all_aligned({a.ptr.x, a.ptr.v_init, a.ptr.spikes, a.ptr.v_final, a.ptr.v_seq,
-                                 a.ptr.residual}),
+                                 a.ptr.checkpoints}),
                     false);
     dispatch_forward_plan<X>(plan.plan, [&]<typename Sh>(Sh) {
       using Reader = StreamReader<Sh::kStaged, 1, Sh::kChunk, X, Sh::kVec>;
       const size_t shared = Sh::kStaged ? Reader::kStagedBytes : 0;
-      auto run = [&]<bool kResidual, bool kVSeq>() {
+      auto run = [&]<bool kCheckpoints, bool kVSeq>() {
         status = a.hard_reset
-                     ? launch(forward_kernel<X, S, true, kResidual, kVSeq, Sh>, plan, shared,
+                     ? launch(forward_kernel<X, S, true, kCheckpoints, kVSeq, Sh>, plan, shared,
                               stream, a.ptr, a.layout, p, a.v_init_value)
-                     : launch(forward_kernel<X, S, false, kResidual, kVSeq, Sh>, plan, shared,
+                     : launch(forward_kernel<X, S, false, kCheckpoints, kVSeq, Sh>, plan, shared,
                               stream, a.ptr, a.layout, p, a.v_init_value);
       };
-      const bool residual = a.ptr.residual != nullptr, v_seq = a.ptr.v_seq != nullptr;
-      if (residual && v_seq) run.template operator()<true, true>();
-      else if (residual) run.template operator()<true, false>();
+      const bool checkpoints = a.ptr.checkpoints != nullptr, v_seq = a.ptr.v_seq != nullptr;
+      if (checkpoints && v_seq) run.template operator()<true, true>();
+      else if (checkpoints) run.template operator()<true, false>();
       else if (v_seq) run.template operator()<false, true>();
       else run.template operator()<false, false>();  // inference
     });
@@ -779,12 +837,12 @@ cudaError_t launch_backward(const BackwardLaunch& a, cudaStream_t stream) {
                                              a.v_reset, a.hard_reset, kKind, a.alpha,
                                              a.detach_reset);
     const LaunchPlan plan = choose_plan(
-        a.layout, kWideVec<S>, kStagedVec<X>,
-        all_aligned({a.ptr.grad_spikes, a.ptr.grad_v_seq, a.ptr.grad_v_final, a.ptr.residual,
-                     a.ptr.v_init, a.ptr.grad_x, a.ptr.grad_v_init}),
+        a.layout, kBackwardWideVec<X>, kStagedVec<X>,
+        all_aligned({a.ptr.grad_spikes, a.ptr.grad_v_seq, a.ptr.grad_v_final, a.ptr.x,
+                     a.ptr.checkpoints, a.ptr.v_init, a.ptr.grad_x, a.ptr.grad_v_init}),
         true);
     const bool has_grad_v_seq = a.ptr.grad_v_seq != nullptr;
-    dispatch_backward_plan<X, S>(plan.plan, [&]<typename Sh>(Sh) {
+    dispatch_backward_plan<X>(plan.plan, [&]<typename Sh>(Sh) {
       auto run = [&](auto kernel, const LaunchPlan& launch_plan, size_t shared) {
         status = launch(kernel, launch_plan, shared, stream, a.ptr, a.layout, p, a.v_init_value);
       };

@@ -23,6 +23,23 @@ struct Layout {
   int64_t elements() const { return outer * steps * inner; }
 };
 
+// The checkpoints' layout for inputs of `dtype` laid out as `l` (see checkpoint_interval).
+inline Layout checkpoint_layout(const Layout& l, ffi::DataType dtype) {
+  const int interval = checkpoint_interval(static_cast<int>(ffi::ByteWidth(dtype)));
+  return {l.outer, checkpoint_count(l.steps, interval), l.inner};
+}
+
+inline ffi::Error check_checkpoint_steps(ffi::DataType dtype, int64_t checkpoint_steps) {
+  const int interval = checkpoint_interval(static_cast<int>(ffi::ByteWidth(dtype)));
+  if (checkpoint_steps != interval) {
+    return ffi::Error::InvalidArgument(
+        "jaxqif: the Python package asks for checkpoints every " +
+        std::to_string(checkpoint_steps) + " steps, the kernels save one every " +
+        std::to_string(interval) + ": reinstall jaxqif so that both come from one build");
+  }
+  return ffi::Error::Success();
+}
+
 inline ffi::Error decode_layout(ffi::Span<const int64_t> dims, int64_t time_axis, Layout* layout) {
   const int64_t rank = static_cast<int64_t>(dims.size());
   if (time_axis < 0 || time_axis >= rank) {
@@ -98,19 +115,20 @@ struct ForwardCall {
   Layout layout;
   ffi::DataType input_dtype;
   bool store_v_seq;
-  bool save_residual;
+  bool save_checkpoints;
 };
 
 // Forward: x [.., T, ..], v_init [neurons] (optional: absent, every neuron starts at the
-// v_init_value attribute) -> spikes (x's dtype), v_final, v_seq and residual H (each optional:
-// absent, not written; state dtype).
+// v_init_value attribute) -> spikes (x's dtype), v_final, v_seq and the checkpoints (each
+// optional: absent, not written; state dtype).
 inline ffi::Error check_forward(const ffi::AnyBuffer& x, const ffi::AnyBuffer& v_init,
                                 const ffi::AnyBuffer& spikes, const ffi::AnyBuffer& v_final,
-                                const ffi::AnyBuffer& v_seq, const ffi::AnyBuffer& residual,
-                                int64_t time_axis, ForwardCall* call) {
+                                const ffi::AnyBuffer& v_seq, const ffi::AnyBuffer& checkpoints,
+                                int64_t time_axis, int64_t checkpoint_steps, ForwardCall* call) {
   if (!is_input_dtype(x.element_type())) {
     return ffi::Error::InvalidArgument("jaxqif: x must be float16, bfloat16, float32 or float64");
   }
+  JAXQIF_RETURN_IF_ERROR(check_checkpoint_steps(x.element_type(), checkpoint_steps));
   JAXQIF_RETURN_IF_ERROR(decode_layout(x.dimensions(), time_axis, &call->layout));
   const Layout& l = call->layout;
   const ffi::DataType in = x.element_type(), st = state_dtype_for(in);
@@ -118,10 +136,11 @@ inline ffi::Error check_forward(const ffi::AnyBuffer& x, const ffi::AnyBuffer& v
   JAXQIF_RETURN_IF_ERROR(check_buffer("spikes", spikes, in, l.elements(), false));
   JAXQIF_RETURN_IF_ERROR(check_buffer("v_final", v_final, st, l.neurons(), true));
   JAXQIF_RETURN_IF_ERROR(check_buffer("v_seq", v_seq, st, l.elements(), true));
-  JAXQIF_RETURN_IF_ERROR(check_buffer("residual", residual, st, l.elements(), true));
+  JAXQIF_RETURN_IF_ERROR(
+      check_buffer("checkpoints", checkpoints, st, checkpoint_layout(l, in).elements(), true));
   call->input_dtype = in;
   call->store_v_seq = v_seq.element_count() != 0;
-  call->save_residual = residual.element_count() != 0;
+  call->save_checkpoints = checkpoints.element_count() != 0;
   return ffi::Error::Success();
 }
 
@@ -133,26 +152,28 @@ struct BackwardCall {
   bool has_grad_v_final;
 };
 
-// Backward: cotangents of (spikes, v_seq, v_final), each optional, the residual H and v_init
-// (optional, as in the forward) -> grad_x (x's dtype) and grad_v_init (state dtype; optional:
-// absent when v_init is not differentiated).
+// Backward: cotangents of (spikes, v_seq, v_final), each optional, x, the forward's checkpoints
+// and v_init (optional, as in the forward) -> grad_x (x's dtype) and grad_v_init (state dtype;
+// optional: absent when v_init is not differentiated).
 inline ffi::Error check_backward(const ffi::AnyBuffer& grad_spikes,
                                  const ffi::AnyBuffer& grad_v_seq,
-                                 const ffi::AnyBuffer& grad_v_final, const ffi::AnyBuffer& residual,
-                                 const ffi::AnyBuffer& v_init, const ffi::AnyBuffer& grad_x,
-                                 const ffi::AnyBuffer& grad_v_init, int64_t time_axis,
-                                 int64_t surrogate, BackwardCall* call) {
-  if (!is_input_dtype(grad_x.element_type())) {
-    return ffi::Error::InvalidArgument(
-        "jaxqif: grad_x must be float16, bfloat16, float32 or float64");
+                                 const ffi::AnyBuffer& grad_v_final, const ffi::AnyBuffer& x,
+                                 const ffi::AnyBuffer& checkpoints, const ffi::AnyBuffer& v_init,
+                                 const ffi::AnyBuffer& grad_x, const ffi::AnyBuffer& grad_v_init,
+                                 int64_t time_axis, int64_t checkpoint_steps, int64_t surrogate,
+                                 BackwardCall* call) {
+  if (!is_input_dtype(x.element_type())) {
+    return ffi::Error::InvalidArgument("jaxqif: x must be float16, bfloat16, float32 or float64");
   }
+  JAXQIF_RETURN_IF_ERROR(check_checkpoint_steps(x.element_type(), checkpoint_steps));
   if (surrogate < 0 || surrogate >= kNumSurrogates) {
     return ffi::Error::InvalidArgument("jaxqif: unknown surrogate id " + std::to_string(surrogate));
   }
-  JAXQIF_RETURN_IF_ERROR(decode_layout(residual.dimensions(), time_axis, &call->layout));
+  JAXQIF_RETURN_IF_ERROR(decode_layout(x.dimensions(), time_axis, &call->layout));
   const Layout& l = call->layout;
-  const ffi::DataType in = grad_x.element_type(), st = state_dtype_for(in);
-  JAXQIF_RETURN_IF_ERROR(check_buffer("residual", residual, st, l.elements(), false));
+  const ffi::DataType in = x.element_type(), st = state_dtype_for(in);
+  JAXQIF_RETURN_IF_ERROR(
+      check_buffer("checkpoints", checkpoints, st, checkpoint_layout(l, in).elements(), false));
   JAXQIF_RETURN_IF_ERROR(check_buffer("grad_spikes", grad_spikes, in, l.elements(), true));
   JAXQIF_RETURN_IF_ERROR(check_buffer("grad_v_seq", grad_v_seq, st, l.elements(), true));
   JAXQIF_RETURN_IF_ERROR(check_buffer("grad_v_final", grad_v_final, st, l.neurons(), true));
@@ -168,12 +189,13 @@ inline ffi::Error check_backward(const ffi::AnyBuffer& grad_spikes,
 
 // Neuron attributes every handler takes (Python floats arrive as f64, ints as i64), appended to
 // an ffi::Ffi::Bind() chain. v_init_value is every neuron's initial potential when the v_init
-// buffer is absent (no array filled with it is read or written). The backward adds the
-// surrogate and detach_reset.
-#define JAXQIF_NEURON_ATTRS                                                       \
-  .Attr<int64_t>("time_axis").Attr<double>("tau").Attr<double>("v_c")            \
-      .Attr<double>("a0").Attr<double>("v_threshold").Attr<double>("v_rest")     \
-      .Attr<double>("v_reset").Attr<bool>("hard_reset").Attr<double>("v_init_value")
+// buffer is absent (no array filled with it is read or written); checkpoint_steps must be
+// checkpoint_interval's. The backward adds the surrogate and detach_reset.
+#define JAXQIF_NEURON_ATTRS                                                           \
+  .Attr<int64_t>("time_axis").Attr<double>("tau").Attr<double>("v_c")                \
+      .Attr<double>("a0").Attr<double>("v_threshold").Attr<double>("v_rest")         \
+      .Attr<double>("v_reset").Attr<bool>("hard_reset").Attr<double>("v_init_value") \
+      .Attr<int64_t>("checkpoint_steps")
 #define JAXQIF_BACKWARD_ATTRS \
   JAXQIF_NEURON_ATTRS.Attr<bool>("detach_reset").Attr<int64_t>("surrogate").Attr<double>("alpha")
 

@@ -87,3 +87,14 @@ def _default_surrogate():
 def state_dtype(input_dtype) -> np.dtype:
     """float16/bfloat16/float32 inputs keep float32 state; float64 keeps float64."""
     return np.dtype(np.float64) if np.dtype(input_dtype) == np.float64 else np.dtype(np.float32)
+
+
+def checkpoint_interval(input_dtype) -> int:
+    """Steps between the potentials the forward saves for the backward (cuda/qif_math.h's
+    checkpoint_interval, which the handlers check against): 4 for 16-bit inputs, else 8."""
+    return 4 if np.dtype(input_dtype).itemsize == 2 else 8
+
+
+def checkpoint_count(steps: int, input_dtype) -> int:
+    """How many checkpoints a sequence of `steps` steps saves: one per interval but the first."""
+    return (steps - 1) // checkpoint_interval(input_dtype) if steps > 0 else 0

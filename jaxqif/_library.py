@@ -14,8 +14,8 @@ import pathlib
 
 import jax
 
-FORWARD_TARGET = "jaxqif_forward_v1"
-BACKWARD_TARGET = "jaxqif_backward_v1"
+FORWARD_TARGET = "jaxqif_forward_v2"
+BACKWARD_TARGET = "jaxqif_backward_v2"
 
 # platform (as in jax lowering rules) -> (library file, forward symbol, backward symbol, XLA name)
 _LIBRARIES = {

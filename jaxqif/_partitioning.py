@@ -91,13 +91,12 @@ def _sharding_rule(call: _Call, mesh, operand_types, result_types):
 def _partition(call: _Call, mesh, arg_shapes, result_shape):
     """Each device runs the kernel on its own block of neurons, over all of time. Every
     sequence operand and result gets the sharding of the most finely sharded sequence operand
-    (x, or the backward's residual H) with time replicated, every neuron one the same without
+    (x, say) with time replicated, every neuron one the same without
     time; XLA reshards any operand that differs (a cotangent XLA left replicated, say)."""
     time_axis = call.kwargs["time_axis"]
     seq_rank = max(len(s.shape) for s in arg_shapes)
     is_seq = lambda s: len(s.shape) == seq_rank
-    reference = max(filter(is_seq, arg_shapes),
-                    key=lambda s: math.prod(s.shape) // math.prod(s.sharding.shard_shape(s.shape)))
+    reference = max(filter(is_seq, arg_shapes), key=lambda s: _shards(s, time_axis))
     if any(_time_is_sharded(s, time_axis) for s in filter(is_seq, arg_shapes)):
         warnings.warn(
             f"jaxqif: {call.primitive.name} got an operand sharded along its time axis "
@@ -133,6 +132,14 @@ def _time_replicated(sharding: NamedSharding, mesh, time_axis: int, rank: int):
     neurons = spec[:time_axis] + spec[time_axis + 1 :]
     seq_spec = PartitionSpec(*neurons[:time_axis], None, *neurons[time_axis:])
     return NamedSharding(mesh, seq_spec), NamedSharding(mesh, PartitionSpec(*neurons))
+
+
+def _shards(shape, time_axis: int) -> int:
+    """Into how many blocks `shape`'s sharding splits its neuron axes (the forward's checkpoints
+    may have no steps: their time axis does not count)."""
+    shard = shape.sharding.shard_shape(shape.shape)
+    return math.prod(n // s for a, (n, s) in enumerate(zip(shape.shape, shard))
+                     if a != time_axis and s)
 
 
 def _time_is_sharded(shape, time_axis: int) -> bool:

@@ -20,12 +20,14 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxqif import _library, _partitioning
-from jaxqif._config import NeuronConfig, state_dtype
+from jaxqif._config import NeuronConfig, checkpoint_count, checkpoint_interval, state_dtype
 
 ShapedArray = jax.core.ShapedArray
 
 # ---------------------------------------------------------------------------------------------
-# forward: (x, [v_init]) -> spikes, [v_final], [v_seq], [residual H]
+# forward: (x, [v_init]) -> spikes, [v_final], [v_seq], [checkpoints]
+# checkpoints: V every checkpoint_interval steps, what the backward recomputes H from (laid out
+# like x, with checkpoint_count steps: none for a sequence of one interval).
 # v_init_value: None, or every neuron's initial potential, given instead of a v_init operand (the
 # default start: no array filled with it is made or read). The optional results are written
 # only when asked for; under `jit`, dead-code elimination drops those nobody uses
@@ -35,16 +37,19 @@ forward_p = Primitive("qif_forward")
 forward_p.multiple_results = True
 
 # The optional results in order, after the spikes, with the parameter that asks for each.
-_FORWARD_OPTIONAL = ("store_v_final", "store_v_seq", "save_residual")
+_FORWARD_OPTIONAL = ("store_v_final", "store_v_seq", "save_checkpoints")
 
 
 def _forward_abstract_eval(x, *v_init, config, time_axis, store_v_final, store_v_seq,
-                           save_residual, v_init_value):
+                           save_checkpoints, v_init_value):
     st = state_dtype(x.dtype)
     outs = [_seq_aval(x, x.dtype)]
     if store_v_final:
         outs.append(_neuron_aval(x, time_axis, st))
-    outs += [_seq_aval(x, st)] * (int(store_v_seq) + int(save_residual))
+    if store_v_seq:
+        outs.append(_seq_aval(x, st))
+    if save_checkpoints:
+        outs.append(_checkpoints_aval(x, time_axis))
     return outs
 
 
@@ -78,7 +83,7 @@ pe.dce_rules[forward_p] = _forward_dce
 _partitioning.register_output_pruning(forward_p, _prune_forward)
 
 
-def _neuron_attrs(config: NeuronConfig, time_axis: int, v_init_value) -> dict:
+def _neuron_attrs(config: NeuronConfig, time_axis: int, v_init_value, input_dtype) -> dict:
     return dict(
         time_axis=np.int64(time_axis),
         tau=np.float64(config.tau),
@@ -89,6 +94,7 @@ def _neuron_attrs(config: NeuronConfig, time_axis: int, v_init_value) -> dict:
         v_reset=np.float64(config.v_reset if config.hard_reset else 0.0),
         hard_reset=np.bool_(config.hard_reset),
         v_init_value=np.float64(0.0 if v_init_value is None else v_init_value),
+        checkpoint_steps=np.int64(checkpoint_interval(input_dtype)),
     )
 
 
@@ -98,7 +104,7 @@ def _absent(dtype):
 
 
 def _forward_lowering(ctx, x, *v_init, config, time_axis, store_v_final, store_v_seq,
-                      save_residual, v_init_value):
+                      save_checkpoints, v_init_value):
     # The handler always has two operands and four results; an absent one has zero elements.
     x_aval = ctx.avals_in[0]
     st = state_dtype(x_aval.dtype)
@@ -109,18 +115,19 @@ def _forward_lowering(ctx, x, *v_init, config, time_axis, store_v_final, store_v
         avals_in.append(aval)
     full = ShapedArray(x_aval.shape, st)
     neurons = ShapedArray(x_aval.shape[:time_axis] + x_aval.shape[time_axis + 1 :], st)
-    wanted = [True, store_v_final, store_v_seq, save_residual]
-    shapes = [ctx.avals_out[0], neurons, full, full]
+    checkpoints = ShapedArray(_checkpoints_shape(x_aval, time_axis), st)
+    wanted = [True, store_v_final, store_v_seq, save_checkpoints]
+    shapes = [ctx.avals_out[0], neurons, full, checkpoints]
     avals_out = [aval if w else _absent(st)[1] for aval, w in zip(shapes, wanted)]
     results = jax.ffi.ffi_lowering(_library.FORWARD_TARGET)(
         ctx.replace(avals_in=avals_in, avals_out=avals_out), *operands,
-        **_neuron_attrs(config, time_axis, v_init_value),
+        **_neuron_attrs(config, time_axis, v_init_value, x_aval.dtype),
     )
     return [r for r, w in zip(results, wanted) if w]
 
 
 def _forward_batching(args, dims, *, config, time_axis, store_v_final, store_v_seq,
-                      save_residual, v_init_value):
+                      save_checkpoints, v_init_value):
     x, *v_init = args
     x_dim, *v_dim = dims
     size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
@@ -130,13 +137,13 @@ def _forward_batching(args, dims, *, config, time_axis, store_v_final, store_v_s
     v_init = [_batch_at(v, d, v_target, size) for v, d in zip(v_init, v_dim)]
     outs = _partitioning.bind(
         forward_p, x, *v_init, config=config, time_axis=time_axis, store_v_final=store_v_final,
-        store_v_seq=store_v_seq, save_residual=save_residual, v_init_value=v_init_value,
+        store_v_seq=store_v_seq, save_checkpoints=save_checkpoints, v_init_value=v_init_value,
     )
-    return outs, [x_dim] + [v_target] * store_v_final + [x_dim] * (store_v_seq + save_residual)
+    return outs, [x_dim] + [v_target] * store_v_final + [x_dim] * (store_v_seq + save_checkpoints)
 
 
 # ---------------------------------------------------------------------------------------------
-# backward: ([grad_spikes], [grad_v_seq], [grad_v_final], residual, [v_init]) ->
+# backward: ([grad_spikes], [grad_v_seq], [grad_v_final], x, checkpoints, [v_init]) ->
 #           grad_x, [grad_v_init]
 # Cotangents that are symbolically zero are left out (has_* = False) and never read. With
 # v_init_value (a constant start, as in the forward) there is no v_init and no grad_v_init.
@@ -149,34 +156,34 @@ def _split_backward_operands(operands, has_grad_spikes, has_grad_v_seq, has_grad
                              v_init_value):
     operands = list(operands)
     take = lambda present: operands.pop(0) if present else None
-    g_spikes, g_v_seq, g_v_final, residual, v_init = (
-        take(has_grad_spikes), take(has_grad_v_seq), take(has_grad_v_final), take(True),
-        take(v_init_value is None),
-    )
-    return g_spikes, g_v_seq, g_v_final, residual, v_init
+    return (take(has_grad_spikes), take(has_grad_v_seq), take(has_grad_v_final), take(True),
+            take(True), take(v_init_value is None))
 
 
-def _backward_abstract_eval(*operands, config, time_axis, input_dtype, has_grad_spikes,
-                            has_grad_v_seq, has_grad_v_final, v_init_value):
-    residual = _split_backward_operands(operands, has_grad_spikes, has_grad_v_seq,
-                                        has_grad_v_final, v_init_value)[3]
-    outs = [_seq_aval(residual, input_dtype)]
+def _backward_abstract_eval(*operands, config, time_axis, has_grad_spikes, has_grad_v_seq,
+                            has_grad_v_final, v_init_value):
+    x = _split_backward_operands(operands, has_grad_spikes, has_grad_v_seq, has_grad_v_final,
+                                 v_init_value)[3]
+    outs = [_seq_aval(x, x.dtype)]
     if v_init_value is None:
-        outs.append(_neuron_aval(residual, time_axis, residual.dtype))
+        outs.append(_neuron_aval(x, time_axis, state_dtype(x.dtype)))
     return outs
 
 
 backward_p.def_abstract_eval(_backward_abstract_eval)
 
 
-def _backward_lowering(ctx, *operands, config, time_axis, input_dtype, has_grad_spikes,
-                       has_grad_v_seq, has_grad_v_final, v_init_value):
-    # The handler always takes five operands and has two results; an absent one (a zero
+def _backward_lowering(ctx, *operands, config, time_axis, has_grad_spikes, has_grad_v_seq,
+                       has_grad_v_final, v_init_value):
+    # The handler always takes six operands and has two results; an absent one (a zero
     # cotangent; v_init and grad_v_init with a constant start) is given zero elements.
-    st = state_dtype(input_dtype)
+    flags = dict(has_grad_spikes=has_grad_spikes, has_grad_v_seq=has_grad_v_seq,
+                 has_grad_v_final=has_grad_v_final, v_init_value=v_init_value)
+    x_aval = _split_backward_operands(ctx.avals_in, **flags)[3]
+    input_dtype, st = x_aval.dtype, state_dtype(x_aval.dtype)
     constant_start = v_init_value is not None
-    present = (has_grad_spikes, has_grad_v_seq, has_grad_v_final, True, not constant_start)
-    dtypes = (input_dtype, st, st, st, st)
+    present = (has_grad_spikes, has_grad_v_seq, has_grad_v_final, True, True, not constant_start)
+    dtypes = (input_dtype, st, st, input_dtype, st, st)
     values, avals = list(operands), list(ctx.avals_in)
     full_values, full_avals = [], []
     for is_present, dtype in zip(present, dtypes):
@@ -184,7 +191,7 @@ def _backward_lowering(ctx, *operands, config, time_axis, input_dtype, has_grad_
         full_values.append(value)
         full_avals.append(aval)
     avals_out = list(ctx.avals_out) + ([_absent(st)[1]] if constant_start else [])
-    attrs = _neuron_attrs(config, time_axis, v_init_value)
+    attrs = _neuron_attrs(config, time_axis, v_init_value, input_dtype)
     attrs.update(
         detach_reset=np.bool_(config.detach_reset),
         surrogate=np.int64(config.surrogate.kernel_id),
@@ -196,16 +203,16 @@ def _backward_lowering(ctx, *operands, config, time_axis, input_dtype, has_grad_
     return results[: len(ctx.avals_out)]
 
 
-def _backward_batching(args, dims, *, config, time_axis, input_dtype, has_grad_spikes,
-                       has_grad_v_seq, has_grad_v_final, v_init_value):
+def _backward_batching(args, dims, *, config, time_axis, has_grad_spikes, has_grad_v_seq,
+                       has_grad_v_final, v_init_value):
     flags = dict(has_grad_spikes=has_grad_spikes, has_grad_v_seq=has_grad_v_seq,
                  has_grad_v_final=has_grad_v_final, v_init_value=v_init_value)
-    g_spikes, g_v_seq, g_v_final, residual, v_init = _split_backward_operands(args, **flags)
-    d_spikes, d_v_seq, d_v_final, d_residual, d_v_init = _split_backward_operands(dims, **flags)
+    g_spikes, g_v_seq, g_v_final, x, checkpoints, v_init = _split_backward_operands(args, **flags)
+    d_spikes, d_v_seq, d_v_final, d_x, d_checkpoints, d_v_init = _split_backward_operands(
+        dims, **flags)
     size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
-    # All [.., T, ..] operands share one layout: follow the residual's batch axis.
-    seq_dim = next((d for d in (d_residual, d_spikes, d_v_seq) if d is not None), 0)
-    residual = _batch_at(residual, d_residual, seq_dim, size)
+    # All [.., T, ..] operands share one layout: follow x's batch axis (or another's).
+    seq_dim = next((d for d in (d_x, d_checkpoints, d_spikes, d_v_seq) if d is not None), 0)
     new_time_axis, neuron_dim = _fold_batch_axis(time_axis, seq_dim)
     operands = []
     if has_grad_spikes:
@@ -214,23 +221,33 @@ def _backward_batching(args, dims, *, config, time_axis, input_dtype, has_grad_s
         operands.append(_batch_at(g_v_seq, d_v_seq, seq_dim, size))
     if has_grad_v_final:
         operands.append(_batch_at(g_v_final, d_v_final, neuron_dim, size))
-    operands.append(residual)
+    operands.append(_batch_at(x, d_x, seq_dim, size))
+    operands.append(_batch_at(checkpoints, d_checkpoints, seq_dim, size))
     if v_init_value is None:
         operands.append(_batch_at(v_init, d_v_init, neuron_dim, size))
-    outs = _partitioning.bind(
-        backward_p, *operands, config=config, time_axis=new_time_axis, input_dtype=input_dtype,
-        **flags,
-    )
+    outs = _partitioning.bind(backward_p, *operands, config=config, time_axis=new_time_axis,
+                              **flags)
     return outs, [seq_dim, neuron_dim][: len(outs)]
 
 
 # ---------------------------------------------------------------------------------------------
-# output types: those of the sequence operand (x, or the backward's residual), with its sharding
-# and shard_map's varying axes, which `update` keeps
+# output types: those of x, with its sharding and shard_map's varying axes, which `update` keeps
 
 
 def _seq_aval(seq, dtype):
     return seq.update(dtype=dtype, weak_type=False)
+
+
+def _checkpoints_shape(x, time_axis: int) -> tuple:
+    shape = list(x.shape)
+    shape[time_axis] = checkpoint_count(shape[time_axis], x.dtype)
+    return tuple(shape)
+
+
+def _checkpoints_aval(x, time_axis: int):
+    """The forward's checkpoints: x's type with checkpoint_count steps, in the state dtype."""
+    return x.update(shape=_checkpoints_shape(x, time_axis), dtype=state_dtype(x.dtype),
+                    weak_type=False)
 
 
 def _neuron_aval(seq, time_axis: int, dtype):

@@ -46,7 +46,10 @@ void run(ffi::DataType dtype, const Layout& l, bool hard_reset, bool grad_v_seq,
   X* spikes = filled<X>(e, 0.0f);
   S* v_final = filled<S>(n, 0.0f);
   S* v_seq = filled<S>(e, 0.0f);
-  S* residual = filled<S>(e, 0.0f);
+  // The checkpoints exactly as large as the handlers check them to be (none for one interval).
+  const int64_t saved = checkpoint_count(l.steps, checkpoint_interval(sizeof(X))) * l.inner *
+                        l.outer;
+  S* checkpoints = saved ? filled<S>(saved, 0.0f) : nullptr;
   X* grad_spikes = filled<X>(e, 0.1f);
   S* grad_v = filled<S>(e, 0.1f);
   S* grad_v_final = filled<S>(n, 0.1f);
@@ -56,18 +59,18 @@ void run(ffi::DataType dtype, const Layout& l, bool hard_reset, bool grad_v_seq,
   // grad_v_seq runs also start from the constant v_init_value and skip grad_v_init.
   const void* start = grad_v_seq ? nullptr : v_init;
   gpu::ForwardLaunch forward{{}, l, dtype, 2.0, 0.8, 1.0, 1.0, 0.0, v_reset, hard_reset, v_reset};
-  // Every store variant of the forward kernel: inference (spikes only), training (and H), V
-  // alone, then everything, which the backward reads.
+  // Every store variant of the forward kernel: inference (spikes only), training (and the
+  // checkpoints), V alone, then everything; the backward reads the checkpoints.
   const gpu::ForwardPointers variants[] = {{x, start, spikes, nullptr, nullptr, nullptr},
-                                           {x, start, spikes, v_final, nullptr, residual},
+                                           {x, start, spikes, v_final, nullptr, checkpoints},
                                            {x, start, spikes, nullptr, v_seq, nullptr},
-                                           {x, start, spikes, v_final, v_seq, residual}};
+                                           {x, start, spikes, v_final, v_seq, checkpoints}};
   for (const gpu::ForwardPointers& pointers : variants) {
     forward.ptr = pointers;
     check(gpu::launch_forward(forward, nullptr), "forward launch");
   }
   const gpu::BackwardLaunch backward{
-      {grad_spikes, grad_v_seq ? grad_v : nullptr, grad_v_final, residual,
+      {grad_spikes, grad_v_seq ? grad_v : nullptr, grad_v_final, x, checkpoints,
        grad_v_seq ? nullptr : v_init, grad_x, grad_v_seq ? nullptr : grad_v_init},
       l, dtype, 2.0, 0.8, 1.0, 1.0, 0.0, v_reset, 4.0, hard_reset, false, v_reset};
   check(dispatch_surrogate_reset(
@@ -77,7 +80,7 @@ void run(ffi::DataType dtype, const Layout& l, bool hard_reset, bool grad_v_seq,
             }),
         "backward launch");
   check(cudaDeviceSynchronize(), "kernels");
-  for (void* p : std::vector<void*>{x, v_init, spikes, v_final, v_seq, residual, grad_spikes,
+  for (void* p : std::vector<void*>{x, v_init, spikes, v_final, v_seq, checkpoints, grad_spikes,
                                     grad_v, grad_v_final, grad_x, grad_v_init}) {
     check(cudaFree(p), "cudaFree");
   }
@@ -89,7 +92,8 @@ int main() {
   // {outer, steps, inner}: few neurons (forward: staged deep; backward: segmented, 16 warps per
   // 32 groups, the last block part empty; odd inner: 16-bit types take the narrow long plan),
   // one step, whole rounds (128 steps of float32), the ring wrapping around, staged shallow and 3
-  // or 6 segments; then narrow and wide.
+  // or 6 segments; then narrow and wide. Step counts from 1 to 520 cover one checkpoint
+  // interval, a partial last one (11, 21, 5) and whole ones (128, 520 for 16-bit types).
   const Layout layouts[] = {{1, 11, 37}, {3, 11, 6},      {2, 1, 64},     {1, 128, 96},
                             {1, 520, 64}, {1, 21, 40000}, {1, 5, 150001}, {1, 5, 1 << 20}};
   const int layout_count = sizeof(layouts) / sizeof(layouts[0]);

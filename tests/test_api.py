@@ -173,18 +173,23 @@ def test_unused_outputs_are_not_read_by_the_backward():
     assert "has_grad_v_seq=False" in jaxpr and "has_grad_v_final=False" in jaxpr
 
 
-def test_only_h_and_v_init_are_saved_for_the_backward():
-    x, v = make_inputs((6, 4), 0, jnp.float32)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["float32", "bfloat16"])
+def test_only_x_checkpoints_and_v_init_are_saved_for_the_backward(dtype):
+    """Autodiff keeps x, v_init and the forward's checkpoints: one state-dtype V per neuron
+    every 8 steps (4 for 16-bit inputs) after the first interval; no per-step residual."""
+    x, v = make_inputs((21, 4), 0, dtype)
     _, vjp = jax.vjp(lambda x, v: jaxqif.qif_multistep(x, v)[0], x, v)
     saved = [leaf for leaf in jax.tree_util.tree_leaves(vjp) if hasattr(leaf, "shape")]
-    shapes = sorted(tuple(s.shape) for s in saved)
-    assert shapes == [(4,), (6, 4)], shapes  # v_init and one state-dtype H per element
+    shapes = sorted((tuple(s.shape), jnp.dtype(s.dtype).name) for s in saved)
+    checkpoints = 2 if dtype == jnp.float32 else 5  # (21 - 1) // 8, (21 - 1) // 4
+    assert shapes == sorted([((4,), "float32"), ((21, 4), jnp.dtype(dtype).name),
+                             ((checkpoints, 4), "float32")]), shapes
 
 
-def test_inference_writes_no_residual():
+def test_inference_writes_no_checkpoints():
     x, v = make_inputs((6, 4), 0, jnp.float32)
     jaxpr = str(jax.make_jaxpr(lambda x: jaxqif.qif_multistep(x, v))(x))
-    assert "save_residual=False" in jaxpr
+    assert "save_checkpoints=False" in jaxpr
 
 
 def _forward_result_types(f, *args) -> list[str]:
@@ -210,7 +215,10 @@ def test_results_nobody_uses_are_not_written(v_given):
     v_seq_unused = _forward_result_types(lambda x: run(x, store_v_seq=True)[:2], x)
     assert v_seq_unused[1:3] == ["tensor<4xf32>", absent], v_seq_unused
     training = _forward_result_types(jax.grad(lambda x: run(x)[0].sum()), x)
-    assert training == ["tensor<6x4xf32>", absent, absent, "tensor<6x4xf32>"], training
+    assert training == ["tensor<6x4xf32>", absent, absent, "tensor<0x4xf32>"], training
+    long_x = jnp.concatenate([x] * 3)  # 18 steps: checkpoints after steps 7 and 15
+    training = _forward_result_types(jax.grad(lambda x: run(x)[0].sum()), long_x)
+    assert training == ["tensor<18x4xf32>", absent, absent, "tensor<2x4xf32>"], training
     batched = _forward_result_types(jax.vmap(lambda x: run(x)[0], in_axes=1, out_axes=1),
                                     jnp.stack([x] * 3, axis=1))
     assert batched[1] == absent, batched
@@ -260,4 +268,16 @@ def test_handler_errors_become_python_exceptions():
     with pytest.raises(Exception, match="v_init has 5 elements, expected 3"):
         jax.block_until_ready(forward_p.bind(
             x, bad_v, config=NeuronConfig(), time_axis=0, store_v_final=True, store_v_seq=False,
-            save_residual=False, v_init_value=None))
+            save_checkpoints=False, v_init_value=None))
+
+
+def test_handler_refuses_another_checkpoint_interval(monkeypatch):
+    """The interval the Python side assumes is checked by the handler that saves the
+    checkpoints (a package and a library from different builds would disagree)."""
+    from jaxqif import primitives
+
+    monkeypatch.setattr(primitives, "checkpoint_interval", lambda dtype: 5)
+    x = jnp.ones((12, 3), jnp.float32)
+    with pytest.raises(Exception, match="checkpoints every 5 steps, the kernels save one every 8"):
+        jax.block_until_ready(jax.grad(lambda x: jaxqif.qif_multistep(
+            x, backend="ffi")[0].sum())(x))

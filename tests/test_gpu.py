@@ -71,7 +71,7 @@ def test_cuda_matches_reference_and_cpu_kernel(layout, surrogate, v_reset, detac
 def test_backend_none_uses_the_cuda_kernel():
     x = jax.device_put(jnp.ones((4, 8), jnp.float32), _gpu())
     hlo = jax.jit(lambda x: jaxqif.qif_multistep(x)[0]).lower(x).as_text()
-    assert "jaxqif_forward_v1" in hlo
+    assert "jaxqif_forward_v2" in hlo
 
 
 def test_more_than_2_31_elements():
