@@ -324,6 +324,12 @@ __global__ void __launch_bounds__(128)
   if (ptr.v_final) store_pack(static_cast<S*>(ptr.v_final) + n, v);
 }
 
+// Blocks per multiprocessor the wide and narrow backward are compiled for (their register
+// budget): 5 blocks of 128 threads (96 registers) hold an interval of each stream without
+// spilling, against 4 when the compiler is left free; with grad_v_seq, a fourth stream, 4.
+template <bool kHasGradVSeq>
+constexpr int kBackwardBlocksPerSM = kHasGradVSeq ? 4 : 5;
+
 // Walks the checkpoint intervals downwards, one thread per group through all T
 // steps (the plans with enough neurons to fill the GPU, and layouts that cannot be staged). For
 // each interval, H is recomputed upwards from the V entering it (its checkpoint, or v_init) and
@@ -332,7 +338,7 @@ __global__ void __launch_bounds__(128)
 // one's BPTT is done, so each load has a pass of compute (and the other warps) to arrive.
 template <SurrogateKind kKind, bool kHardReset, bool kHasGradVSeq, typename X, typename S,
           typename Sh>
-__global__ void __launch_bounds__(128)
+__global__ void __launch_bounds__(128, kBackwardBlocksPerSM<kHasGradVSeq>)
     backward_kernel(BackwardPointers ptr, int64_t steps, int64_t inner, int64_t groups,
                     QifParams<S> p, S v_init_value) {
   constexpr int kVec = Sh::kVec, kC = Sh::kChunk;
