@@ -341,8 +341,10 @@ template <SurrogateKind kKind, bool kHardReset, bool kHasGradVSeq, typename X, t
 __global__ void __launch_bounds__(128, kBackwardBlocksPerSM<kHasGradVSeq>)
     backward_kernel(BackwardPointers ptr, int64_t steps, int64_t inner, int64_t groups,
                     QifParams<S> p, S v_init_value) {
-  constexpr int kVec = Sh::kVec, kC = Sh::kChunk;
-  static_assert(kC == checkpoint_interval(sizeof(X)), "a chunk is one checkpoint interval");
+  // A chunk is one checkpoint interval, or shorter in the short plan, which is launched only
+  // for sequences of one chunk (and so one interval, with no checkpoints).
+  constexpr int kVec = Sh::kVec, kC = Sh::kChunk, kInterval = checkpoint_interval(sizeof(X));
+  static_assert(kC <= kInterval, "a chunk is at most one checkpoint interval");
   static_assert(!Sh::kStaged, "the staged backward is segmented_backward_kernel");
   using State = Pack<S, kVec>;
   using Input = Pack<X, kVec>;
@@ -350,7 +352,7 @@ __global__ void __launch_bounds__(128, kBackwardBlocksPerSM<kHasGradVSeq>)
   if (group >= groups) return;
   const int64_t n = group * kVec;
   const int64_t offset = group_offset(n, steps, inner);
-  const int64_t top = checkpoint_count(steps, kC);  // the last interval
+  const int64_t top = checkpoint_count(steps, kInterval);  // the last interval
   const X* x = static_cast<const X*>(ptr.x) + offset;
   const X* grad_spikes =
       ptr.grad_spikes ? static_cast<const X*>(ptr.grad_spikes) + offset : nullptr;
@@ -670,6 +672,21 @@ template <typename X>
 constexpr int kWideVec = 16 / static_cast<int>(sizeof(X));
 template <typename X>
 constexpr int kBackwardWideVec = 8 / static_cast<int>(sizeof(X));
+
+// Sequences of at most kShortSteps steps (a static input repeated a few times, say) give the
+// backward one interval per thread and nothing to prefetch: its bytes in flight are only what
+// the threads hold. The wide backward then works chunks of kShortSteps steps and, for float32,
+// 16 bytes per stream (4 neurons: 96 registers; 16-bit inputs already move 8 bytes in chunks of
+// 4 steps, float64 would spill).
+constexpr int kShortSteps = 4;
+template <typename X>
+constexpr int kBackwardShortVec = std::is_same_v<X, float> ? 4 : kBackwardWideVec<X>;
+
+// Neurons per thread of the wide backward over `steps` steps.
+template <typename X>
+int backward_wide_vec(int64_t steps) {
+  return steps <= kShortSteps ? kBackwardShortVec<X> : kBackwardWideVec<X>;
+}
 template <typename X>
 constexpr int kStagedVec = sizeof(X) < 4 ? 4 / static_cast<int>(sizeof(X)) : 1;
 
@@ -737,12 +754,15 @@ void dispatch_forward_plan(Plan plan, Fn&& fn) {
   }
 }
 
-// The backward works one checkpoint interval at a time in every plan.
+// The backward works one checkpoint interval at a time in every plan (short sequences in the
+// wide plan: one chunk of kShortSteps).
 template <typename X, typename Fn>
-void dispatch_backward_plan(Plan plan, Fn&& fn) {
+void dispatch_backward_plan(Plan plan, int64_t steps, Fn&& fn) {
   constexpr int kInterval = checkpoint_interval(sizeof(X));
   switch (plan) {
-    case Plan::kWide: return fn(Shape<kBackwardWideVec<X>, kInterval, false>{});
+    case Plan::kWide:
+      if (steps <= kShortSteps) return fn(Shape<kBackwardShortVec<X>, kShortSteps, false>{});
+      return fn(Shape<kBackwardWideVec<X>, kInterval, false>{});
     case Plan::kSegmented: return fn(Shape<kStagedVec<X>, kInterval, true>{});
     default: return fn(Shape<1, kInterval, false>{});  // narrow, narrow long
   }
@@ -843,12 +863,12 @@ cudaError_t launch_backward(const BackwardLaunch& a, cudaStream_t stream) {
                                              a.v_reset, a.hard_reset, kKind, a.alpha,
                                              a.detach_reset);
     const LaunchPlan plan = choose_plan(
-        a.layout, kBackwardWideVec<X>, kStagedVec<X>,
+        a.layout, backward_wide_vec<X>(a.layout.steps), kStagedVec<X>,
         all_aligned({a.ptr.grad_spikes, a.ptr.grad_v_seq, a.ptr.grad_v_final, a.ptr.x,
                      a.ptr.checkpoints, a.ptr.v_init, a.ptr.grad_x, a.ptr.grad_v_init}),
         true);
     const bool has_grad_v_seq = a.ptr.grad_v_seq != nullptr;
-    dispatch_backward_plan<X>(plan.plan, [&]<typename Sh>(Sh) {
+    dispatch_backward_plan<X>(plan.plan, a.layout.steps, [&]<typename Sh>(Sh) {
       auto run = [&](auto kernel, const LaunchPlan& launch_plan, size_t shared) {
         status = launch(kernel, launch_plan, shared, stream, a.ptr, a.layout, p, a.v_init_value);
       };
