@@ -4,9 +4,9 @@
 // splits them). The recurrence is serial, but the loads it consumes (x[t]; in the backward
 // grad_spikes[t] and grad_v_seq[t] too) do not depend on it, so they are issued well ahead of
 // the step that needs them (see StreamReader). Under differentiation the forward saves V every
-// few steps (checkpoint_interval, qif_math.h), and the backward recomputes H from those checkpoints and x
-// rather than reading a stored H. Streams are touched once per kernel: loads and stores use
-// evict-first hints.
+// few steps (checkpoint_interval, qif_math.h), and the backward recomputes H from those
+// checkpoints and x rather than reading a stored H. Streams are touched once per kernel: loads
+// and stores use evict-first hints.
 //
 // Six launch plans, chosen per call (choose_plan):
 //  * wide: 16 bytes of the widest stream per step per thread, when there are enough neurons to
@@ -330,9 +330,9 @@ __global__ void __launch_bounds__(128)
 template <bool kHasGradVSeq>
 constexpr int kBackwardBlocksPerSM = kHasGradVSeq ? 4 : 5;
 
-// Walks the checkpoint intervals downwards, one thread per group through all T
-// steps (the plans with enough neurons to fill the GPU, and layouts that cannot be staged). For
-// each interval, H is recomputed upwards from the V entering it (its checkpoint, or v_init) and
+// Walks the checkpoint intervals downwards, one thread per group through all T steps (the
+// plans with enough neurons to fill the GPU, and layouts that cannot be staged). For each
+// interval, H is recomputed upwards from the V entering it (its checkpoint, or v_init) and
 // x, then BPTT walks it down. The loads run one interval ahead: x and the checkpoint of the
 // interval below are issued as soon as this one's H is known, its cotangents as soon as this
 // one's BPTT is done, so each load has a pass of compute (and the other warps) to arrive.
@@ -366,8 +366,6 @@ __global__ void __launch_bounds__(128, kBackwardBlocksPerSM<kHasGradVSeq>)
   State gv[kHasGradVSeq ? kC : 1];
   State entry;  // V entering the interval
   // all (std::integral_constant): every step of interval k is below T (all but the top one).
-  // Addresses advance by inner step by step, rather than as t * inner: 64-bit products hoisted
-  // out of the loop would hold registers for the whole kernel.
   auto load_inputs = [&](int64_t k, auto all) {
     entry = k > 0 ? load_pack<S, kVec>(checkpoints + (k - 1) * inner) : v_start;
     const X* src = x + k * kC * inner;
@@ -438,10 +436,9 @@ __global__ void __launch_bounds__(128, kBackwardBlocksPerSM<kHasGradVSeq>)
   if (ptr.grad_v_init) store_pack(static_cast<S*>(ptr.grad_v_init) + n, carry);
 }
 
-// The segmented plan: a segment is one checkpoint interval, so that each warp
-// starts its recomputation of H from a checkpoint; shared-memory ring depth; most segments
-// (warps) per block (16: a 16-bit layer of 2^14 neurons, two per thread, fills the GPU only with
-// that many).
+// The segmented plan: a segment is one checkpoint interval, so that each warp starts its
+// recomputation of H from a checkpoint; shared-memory ring depth; most segments (warps) per
+// block (16: a 16-bit layer of 2^14 neurons, two per thread, fills the GPU only with that many).
 constexpr int kSegmentSlots = 3;
 constexpr int kMaxSegments = 16;
 
