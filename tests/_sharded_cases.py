@@ -72,11 +72,12 @@ LAYOUTS = [  # (shape, time_axis, x spec): data parallel over a batch axis, mode
     ((8, 4, 6), -1, P("data", "model", None)),
     ((6, 16), 0, P(None, ("data", "model"))),  # one neuron axis over all 8 devices
     ((8, 6, 4), 1, P("data", None, None)),  # neurons replicated
+    ((20, 8, 4), 0, P(None, "data", "model")),  # T > 8: the forward saves checkpoints
 ]
 
 
 @pytest.mark.parametrize("axis_types", [AxisType.Auto, AxisType.Explicit], ids=["auto", "explicit"])
-@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda l: f"axis{l[1]}-{l[2]}")
+@pytest.mark.parametrize("layout", LAYOUTS, ids=lambda l: f"T{l[0][l[1]]}-axis{l[1]}-{l[2]}")
 def test_neuron_sharding_needs_no_communication(layout, axis_types):
     shape, time_axis, x_spec = layout
     assert_sharded_like_unsharded(_mesh(axis_types), shape, time_axis, x_spec)
