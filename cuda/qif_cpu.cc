@@ -79,8 +79,9 @@ inline Half from_state<Half, float>(float v) {
 // nullptr means not written.
 template <typename X, typename S, bool kHardReset>
 [[gnu::always_inline]] inline void forward_rows_body(const X* x, const S* v_init, S v_init_value,
-                                                     X* spikes, S* v_final, S* v_seq, S* checkpoints,
-                                                     const Layout& l, const QifParams<S>& p) {
+                                                     X* spikes, S* v_final, S* v_seq,
+                                                     S* checkpoints, const Layout& l,
+                                                     const QifParams<S>& p) {
   std::vector<S> scratch(v_final ? 0 : l.inner);
   constexpr int64_t kC = checkpoint_interval(sizeof(X));
   const int64_t saved = checkpoint_count(l.steps, kC);
@@ -130,11 +131,13 @@ void run_rows(Args... args) {
 
 // BPTT one row at a time, an interval of checkpoint_interval steps at a time from the last: each
 // interval's H is recomputed from its checkpoint (v_init for the first) and x, then walked down.
-// v_init as in forward_rows; grad_v_init may be nullptr (not wanted).
+// v_init as in forward_rows_body; grad_v_init may be nullptr (not wanted).
 template <SurrogateKind kKind, bool kHardReset, typename X, typename S>
-[[gnu::always_inline]] inline void backward_rows_body(const X* grad_spikes, const S* grad_v_seq, const S* grad_v_final, const X* x,
-                   const S* checkpoints, const S* v_init, S v_init_value, X* grad_x,
-                   S* grad_v_init, const Layout& l, const QifParams<S>& p) {
+[[gnu::always_inline]] inline void backward_rows_body(const X* grad_spikes, const S* grad_v_seq,
+                                                      const S* grad_v_final, const X* x,
+                                                      const S* checkpoints, const S* v_init,
+                                                      S v_init_value, X* grad_x, S* grad_v_init,
+                                                      const Layout& l, const QifParams<S>& p) {
   constexpr int64_t kC = checkpoint_interval(sizeof(X));
   const int64_t saved = checkpoint_count(l.steps, kC);
   std::vector<S> carry(l.inner);  // dL/dV[t] flowing back along one row; ends as dL/dv_init

@@ -23,14 +23,18 @@ struct Layout {
   int64_t elements() const { return outer * steps * inner; }
 };
 
-// The checkpoints' layout for inputs of `dtype` laid out as `l` (see checkpoint_interval).
+// Steps between checkpoints for inputs of `dtype` (qif_math.h's checkpoint_interval).
+inline int checkpoint_interval_of(ffi::DataType dtype) {
+  return checkpoint_interval(static_cast<int>(ffi::ByteWidth(dtype)));
+}
+
+// The checkpoints' layout for inputs of `dtype` laid out as `l`.
 inline Layout checkpoint_layout(const Layout& l, ffi::DataType dtype) {
-  const int interval = checkpoint_interval(static_cast<int>(ffi::ByteWidth(dtype)));
-  return {l.outer, checkpoint_count(l.steps, interval), l.inner};
+  return {l.outer, checkpoint_count(l.steps, checkpoint_interval_of(dtype)), l.inner};
 }
 
 inline ffi::Error check_checkpoint_steps(ffi::DataType dtype, int64_t checkpoint_steps) {
-  const int interval = checkpoint_interval(static_cast<int>(ffi::ByteWidth(dtype)));
+  const int interval = checkpoint_interval_of(dtype);
   if (checkpoint_steps != interval) {
     return ffi::Error::InvalidArgument(
         "jaxqif: the Python package asks for checkpoints every " +

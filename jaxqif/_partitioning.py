@@ -91,8 +91,8 @@ def _sharding_rule(call: _Call, mesh, operand_types, result_types):
 def _partition(call: _Call, mesh, arg_shapes, result_shape):
     """Each device runs the kernel on its own block of neurons, over all of time. Every
     sequence operand and result gets the sharding of the most finely sharded sequence operand
-    (x, say) with time replicated, every neuron one the same without
-    time; XLA reshards any operand that differs (a cotangent XLA left replicated, say)."""
+    (x, say) with time replicated, every neuron one the same without time; XLA reshards any
+    operand that differs (a cotangent XLA left replicated, say)."""
     time_axis = call.kwargs["time_axis"]
     seq_rank = max(len(s.shape) for s in arg_shapes)
     is_seq = lambda s: len(s.shape) == seq_rank
