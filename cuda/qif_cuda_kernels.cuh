@@ -8,13 +8,15 @@
 // checkpoints and x rather than reading a stored H. Streams are touched once per kernel: loads
 // and stores use evict-first hints.
 //
-// Six launch plans, chosen per call (choose_plan):
+// Launch plans, chosen per call (choose_plan, then launch_forward):
 //  * wide: 16 bytes of the widest stream per step per thread, when there are enough neurons to
 //    fill the GPU; short sequences need the wide accesses to keep enough bytes in flight;
 //  * narrow: one neuron per thread when groups of 16 bytes do not fit the layout;
 //  * staged deep / staged shallow (forward): too few neurons to fill the GPU (long sequences of
 //    a small layer). Each thread then prefetches whole chunks of steps into shared memory with
 //    asynchronous copies, far deeper than registers allow;
+//  * bulk deep / bulk shallow (forward, Hopper and later): the staged plans' layouts, with the
+//    Tensor Memory Accelerator copying a block's chunk of x in and of spikes out as one box;
 //  * segmented (backward, same layouts): the time axis split over several warps, whose affine
 //    pieces of the BPTT recurrence are chained through shared memory;
 //  * narrow long: few neurons that cannot be staged, one per thread with long register chunks.
@@ -26,9 +28,12 @@
 #include <cuda_fp16.h>
 #include <cuda_pipeline.h>
 #include <cuda_runtime.h>
+#include <cudaTypedefs.h>  // the driver's tensor-map encoder
 
 #include <algorithm>
+#include <climits>
 #include <cstdint>
+#include <cuda/ptx>
 #include <type_traits>
 
 #include "qif_ffi.h"
@@ -322,6 +327,139 @@ __global__ void __launch_bounds__(128)
         }
       });
   if (ptr.v_final) store_pack(static_cast<S*>(ptr.v_final) + n, v);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bulk forward (Hopper and later): the staged forward with the copies done by the Tensor
+// Memory Accelerator. A block of kBulkWarps warps walks kBulkNeurons adjacent neurons of one row
+// (one per thread); one thread copies each chunk of kChunk steps of x as a single box into a
+// ring of kSlots chunks (completion counted on the slot's mbarrier), and the block's spikes
+// leave the same way, a box per chunk from a ring of kOutSlots chunks. Against the staged plans'
+// per-thread asynchronous copies this takes the copy instructions off the warps' step (one
+// instruction per chunk instead of four per step) and stores whole boxes (benchmarks/NOTES.md
+// 26). Boxes past the end of the row or the sequence are zero-filled on load and clipped on
+// store, so no thread checks bounds per step. V is stored by the threads themselves (rarely all
+// of it; checkpoints every few steps).
+
+constexpr int kBulkWarps = 4;
+constexpr int kBulkNeurons = 32 * kBulkWarps;
+
+template <int kChunkValue, int kSlotsValue, int kOutSlotsValue>
+struct BulkShape {
+  static constexpr int kChunk = kChunkValue;
+  static constexpr int kSlots = kSlotsValue;
+  static constexpr int kOutSlots = kOutSlotsValue;
+  // One chunk's box in shared memory: kChunk rows of the block's neurons.
+  template <typename X>
+  static constexpr int kChunkBytes = kChunk * kBulkNeurons * static_cast<int>(sizeof(X));
+  template <typename X>
+  static constexpr int kSharedBytes = (kSlots + kOutSlots) * kChunkBytes<X> + kSlots * 8;
+};
+
+template <typename X, typename S, bool kHardReset, bool kCheckpoints, bool kVSeq, typename Bk>
+__global__ void __launch_bounds__(kBulkNeurons)
+    bulk_forward_kernel(const __grid_constant__ CUtensorMap x_map,
+                        const __grid_constant__ CUtensorMap spikes_map, ForwardPointers ptr,
+                        int64_t steps, int64_t inner, int64_t blocks_per_row, QifParams<S> p,
+                        S v_init_value) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  namespace ptx = cuda::ptx;
+  constexpr int kChunk = Bk::kChunk, kSlots = Bk::kSlots, kOutSlots = Bk::kOutSlots;
+  constexpr int kChunkBytes = Bk::template kChunkBytes<X>;
+  extern __shared__ __align__(128) unsigned char ring[];  // boxes need 128-byte alignment
+  X* x_ring = reinterpret_cast<X*>(ring);
+  X* spike_ring = reinterpret_cast<X*>(ring + kSlots * kChunkBytes);
+  uint64_t* landed = reinterpret_cast<uint64_t*>(ring + (kSlots + kOutSlots) * kChunkBytes);
+
+  const int64_t o = blockIdx.x / blocks_per_row;
+  const int64_t i0 = (blockIdx.x - o * blocks_per_row) * kBulkNeurons;
+  const bool leader = threadIdx.x == 0;
+  const bool active = i0 + threadIdx.x < inner;  // the others compute on zeros, store nothing
+  const int64_t n = o * inner + i0 + threadIdx.x;
+  constexpr int kInterval = checkpoint_interval(sizeof(X));
+  S* checkpoints = kCheckpoints ? static_cast<S*>(ptr.checkpoints) +
+                                      group_offset(n, checkpoint_count(steps, kInterval), inner)
+                                : nullptr;
+  S* v_seq = kVSeq ? static_cast<S*>(ptr.v_seq) + group_offset(n, steps, inner) : nullptr;
+
+  if (leader) {
+#pragma unroll
+    for (int s = 0; s < kSlots; ++s) ptx::mbarrier_init(&landed[s], 1);
+    ptx::fence_mbarrier_init(ptx::sem_release, ptx::scope_cluster);
+  }
+  __syncthreads();
+
+  const int64_t chunks = (steps + kChunk - 1) / kChunk;
+  // A box's tensor coordinates, innermost first (neuron, step, outer index), fit 32 bits
+  // (bulk_forward_ok).
+  const int32_t column = static_cast<int32_t>(i0), row = static_cast<int32_t>(o);
+  auto fetch = [&](int64_t c) {
+    if (!leader || c >= chunks) return;
+    const int slot = static_cast<int>(c % kSlots);
+    ptx::mbarrier_arrive_expect_tx(ptx::sem_release, ptx::scope_cta, ptx::space_shared,
+                                   &landed[slot], kChunkBytes);
+    const int32_t coords[3] = {column, static_cast<int32_t>(c * kChunk), row};
+    ptx::cp_async_bulk_tensor(ptx::space_cluster, ptx::space_global,
+                              x_ring + slot * kChunk * kBulkNeurons, &x_map, coords,
+                              &landed[slot]);
+  };
+  for (int c = 0; c < kSlots - 1; ++c) fetch(c);
+
+  S v = ptr.v_init && active ? static_cast<const S*>(ptr.v_init)[n] : v_init_value;
+  const X one = from_state<X>(S(1)), zero = from_state<X>(S(0));
+  for (int64_t c = 0; c < chunks; ++c) {
+    fetch(c + kSlots - 1);  // into the slot every thread finished reading in chunk c - 1
+    const int slot = static_cast<int>(c % kSlots);
+    const uint32_t phase = static_cast<uint32_t>((c / kSlots) & 1);
+    while (!ptx::mbarrier_try_wait_parity(&landed[slot], phase)) {
+    }
+    if (c >= kOutSlots) {  // the box stored from this spike slot kOutSlots chunks ago has left
+      if (leader) ptx::cp_async_bulk_wait_group_read(ptx::n32_t<kOutSlots - 1>{});
+      __syncthreads();
+    }
+    const X* x_box = x_ring + slot * kChunk * kBulkNeurons;
+    X* spike_box = spike_ring + static_cast<int>(c % kOutSlots) * kChunk * kBulkNeurons;
+    // The whole chunk into registers first: the compiler may not move these loads above the
+    // spike stores into the same shared memory, where each would add its latency to a step.
+    X chunk_x[kChunk];
+#pragma unroll
+    for (int u = 0; u < kChunk; ++u) chunk_x[u] = x_box[u * kBulkNeurons + threadIdx.x];
+    const int64_t t0 = c * kChunk;
+    auto body = [&](auto full) {
+#pragma unroll
+      for (int u = 0; u < kChunk; ++u) {
+        const int64_t t = t0 + u;
+        if (!decltype(full)::value && t >= steps) break;
+        const S h = qif_charge(v, S(to_state(chunk_x[u])), p);
+        const bool spike = qif_fires(h, p);
+        spike_box[u * kBulkNeurons + threadIdx.x] = spike ? one : zero;
+        v = qif_reset<kHardReset>(h, spike, p);
+        if constexpr (kVSeq) {
+          if (active) __stcs(v_seq + t * inner, v);
+        }
+        if constexpr (kCheckpoints) {
+          if ((t + 1) % kInterval == 0 && t + 1 < steps && active) {
+            __stcs(checkpoints + ((t + 1) / kInterval - 1) * inner, v);
+          }
+        }
+      }
+    };
+    if (t0 + kChunk <= steps) body(std::true_type{});
+    else body(std::false_type{});
+    ptx::fence_proxy_async(ptx::space_shared);  // the spikes, visible to the copy engine
+    __syncthreads();
+    if (leader) {
+      const int32_t coords[3] = {column, static_cast<int32_t>(t0), row};
+      ptx::cp_async_bulk_tensor(ptx::space_global, ptx::space_shared, &spikes_map, coords,
+                                spike_box);
+      ptx::cp_async_bulk_commit_group();
+    }
+  }
+  if (leader) ptx::cp_async_bulk_wait_group(ptx::n32_t<0>{});
+  if (ptr.v_final && active) static_cast<S*>(ptr.v_final)[n] = v;
+#else
+  __trap();  // launched only on devices of compute capability 9.0 and later (bulk_forward_ok)
+#endif
 }
 
 // Blocks per multiprocessor the wide and narrow backward are compiled for (their register
@@ -661,6 +799,22 @@ inline size_t max_shared_memory_per_block() {
   return bytes;
 }
 
+inline size_t shared_memory_per_multiprocessor() {
+  static const size_t bytes = static_cast<size_t>(
+      read_device_attribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor, 48 * 1024));
+  return bytes;
+}
+
+inline int threads_per_multiprocessor() {
+  static const int threads = read_device_attribute(cudaDevAttrMaxThreadsPerMultiProcessor, 1024);
+  return threads;
+}
+
+inline int compute_capability_major() {
+  static const int major = read_device_attribute(cudaDevAttrComputeCapabilityMajor, 0);
+  return major;
+}
+
 // Neurons per thread: the wide forward moves 16 bytes of x per step; the wide backward 8 bytes
 // of each input-typed stream (x, grad_spikes, grad_x), as it holds a whole interval of three
 // of them in registers; the staged plans need at least 4 bytes for an asynchronous copy (two
@@ -816,6 +970,114 @@ cudaError_t launch(Kernel kernel, const LaunchPlan& plan, size_t shared_bytes_pe
   return cudaGetLastError();
 }
 
+// The bulk forward's rings, per input type (measured, benchmarks/NOTES.md 26). Deep (about one
+// block per multiprocessor): 16-bit inputs in chunks of 64 steps, 4 slots of x and 2 of spikes
+// (96 KB); wider types in chunks of 64 / sizeof(X) steps (16 float32), 8 and 3 slots (88 KB).
+// Shallow: chunks of 64 / sizeof(X) steps (32 for 16-bit), 4 and 2 slots, 48 KB per block, so
+// that four blocks share a multiprocessor.
+template <typename X>
+using BulkDeep = std::conditional_t<sizeof(X) == 2, BulkShape<64, 4, 2>,
+                                    BulkShape<64 / static_cast<int>(sizeof(X)), 8, 3>>;
+template <typename X>
+using BulkShallow = BulkShape<64 / static_cast<int>(sizeof(X)), 4, 2>;
+
+// The driver's tensor-map encoder, or nullptr if the driver has none.
+inline PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encoder = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+#if CUDART_VERSION >= 12050
+    const cudaError_t status = cudaGetDriverEntryPointByVersion(
+        "cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found);
+#else
+    const cudaError_t status =
+        cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &fn, cudaEnableDefault, &found);
+#endif
+    if (status != cudaSuccess || found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      fn = nullptr;
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  return encoder;
+}
+
+template <typename X>
+constexpr CUtensorMapDataType kTensorMapType =
+    std::is_same_v<X, __half>          ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+    : std::is_same_v<X, __nv_bfloat16> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+    : std::is_same_v<X, float>         ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32
+                                       : CU_TENSOR_MAP_DATA_TYPE_FLOAT64;
+
+// One [outer, T, inner] stream as a 3-D tensor (innermost first) in boxes of the block's
+// neurons by `chunk` steps.
+template <typename X>
+cudaError_t encode_stream(CUtensorMap* map, const void* data, const Layout& l, int chunk) {
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(l.inner), static_cast<cuuint64_t>(l.steps),
+                              static_cast<cuuint64_t>(l.outer)};
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(l.inner) * sizeof(X),
+                                 static_cast<cuuint64_t>(l.inner * l.steps) * sizeof(X)};
+  const cuuint32_t box[3] = {kBulkNeurons, static_cast<cuuint32_t>(chunk), 1};
+  const cuuint32_t element_strides[3] = {1, 1, 1};
+  const CUresult status = tensor_map_encoder()(
+      map, kTensorMapType<X>, 3, const_cast<void*>(data), dims, strides, box, element_strides,
+      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return status == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+// Whether the bulk forward can take this call: a device with the copy engine, x and spikes
+// 16-byte aligned with 16-byte rows (what tensor maps require), coordinates that fit 32 bits,
+// and all `blocks` resident at once (every block lives for the whole sequence).
+template <typename X>
+bool bulk_forward_ok(const ForwardLaunch& a, size_t shared, int64_t blocks) {
+  const Layout& l = a.layout;
+  const int64_t per_multiprocessor =
+      std::min<int64_t>(shared_memory_per_multiprocessor() / (shared + 1024),  // 1 KB reserved
+                        threads_per_multiprocessor() / kBulkNeurons);
+  return compute_capability_major() >= 9 && tensor_map_encoder() != nullptr &&
+         all_aligned({a.ptr.x, a.ptr.spikes}) && (l.inner * sizeof(X)) % 16 == 0 &&
+         std::max({l.inner, l.steps, l.outer}) <= INT32_MAX &&
+         l.inner * l.steps * static_cast<int64_t>(sizeof(X)) < (int64_t{1} << 40) &&
+         blocks <= multiprocessor_count() * per_multiprocessor;
+}
+
+// Launches the bulk forward with ring Bk if it can take the call (bulk_forward_ok); returns
+// false, launching nothing, if not.
+template <typename X, typename S, typename Bk>
+bool launch_bulk_forward(const ForwardLaunch& a, const QifParams<S>& p, cudaStream_t stream,
+                         cudaError_t* status) {
+  const Layout& l = a.layout;
+  const size_t shared = Bk::template kSharedBytes<X>;
+  const int64_t blocks_per_row = (l.inner + kBulkNeurons - 1) / kBulkNeurons;
+  const int64_t blocks = l.outer * blocks_per_row;
+  if (!bulk_forward_ok<X>(a, shared, blocks)) return false;
+  CUtensorMap x_map, spikes_map;
+  *status = encode_stream<X>(&x_map, a.ptr.x, l, Bk::kChunk);
+  if (*status == cudaSuccess) {
+    *status = encode_stream<X>(&spikes_map, a.ptr.spikes, l, Bk::kChunk);
+  }
+  if (*status != cudaSuccess) return true;  // taken, and failed: the handler reports it
+  auto run = [&](auto kernel) {
+    *status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
+    if (*status != cudaSuccess) return;
+    kernel<<<static_cast<unsigned int>(blocks), kBulkNeurons, shared, stream>>>(
+        x_map, spikes_map, a.ptr, l.steps, l.inner, blocks_per_row, p,
+        static_cast<S>(a.v_init_value));
+    *status = cudaGetLastError();
+  };
+  auto with_stores = [&]<bool kHardReset>() {
+    const bool checkpoints = a.ptr.checkpoints != nullptr, v_seq = a.ptr.v_seq != nullptr;
+    if (checkpoints && v_seq) run(bulk_forward_kernel<X, S, kHardReset, true, true, Bk>);
+    else if (checkpoints) run(bulk_forward_kernel<X, S, kHardReset, true, false, Bk>);
+    else if (v_seq) run(bulk_forward_kernel<X, S, kHardReset, false, true, Bk>);
+    else run(bulk_forward_kernel<X, S, kHardReset, false, false, Bk>);  // inference
+  };
+  if (a.hard_reset) with_stores.template operator()<true>();
+  else with_stores.template operator()<false>();
+  return true;
+}
+
 inline cudaError_t launch_forward(const ForwardLaunch& a, cudaStream_t stream) {
   cudaError_t status = cudaSuccess;
   dispatch_dtype<__half, __nv_bfloat16>(a.input_dtype, [&](auto x_tag, auto s_tag) {
@@ -828,6 +1090,13 @@ inline cudaError_t launch_forward(const ForwardLaunch& a, cudaStream_t stream) {
                     all_aligned({a.ptr.x, a.ptr.v_init, a.ptr.spikes, a.ptr.v_final, a.ptr.v_seq,
                                  a.ptr.checkpoints}),
                     false);
+    // The staged plans' layouts go to the bulk forward where it can take them.
+    if ((plan.plan == Plan::kStagedDeep &&
+         launch_bulk_forward<X, S, BulkDeep<X>>(a, p, stream, &status)) ||
+        (plan.plan == Plan::kStagedShallow &&
+         launch_bulk_forward<X, S, BulkShallow<X>>(a, p, stream, &status))) {
+      return;
+    }
     dispatch_forward_plan<X>(plan.plan, [&]<typename Sh>(Sh) {
       using Reader = StreamReader<Sh::kStaged, 1, Sh::kChunk, X, Sh::kVec>;
       const size_t shared = Sh::kStaged ? Reader::kStagedBytes : 0;

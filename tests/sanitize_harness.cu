@@ -89,16 +89,19 @@ void run(ffi::DataType dtype, const Layout& l, bool hard_reset, bool grad_v_seq,
 }  // namespace
 
 int main() {
-  // {outer, steps, inner}: few neurons (forward: staged deep; backward: segmented, 16 warps per
-  // 32 groups, the last block part empty; odd inner: 16-bit types take the narrow long plan),
-  // one step, whole rounds (128 steps of float32), the ring wrapping around, staged shallow and 3
-  // or 6 segments; then narrow, wide and wide short. Step counts from 1 to 520 cover one
-  // checkpoint interval, a partial last one (11, 21, 5) and whole ones (128, 520).
-  const Layout layouts[] = {{1, 11, 37},   {3, 11, 6},     {2, 1, 64},
-                            {1, 128, 96},  {1, 520, 64},   {1, 21, 40000},
-                            {1, 5, 150001}, {1, 5, 1 << 20}, {1, 3, 1 << 20}};
+  // {outer, steps, inner}: few neurons (forward: bulk deep where rows are whole 16-byte
+  // units, else staged deep; backward: segmented, 16 warps per 32 groups, the last block part
+  // empty; odd inner: 16-bit types take the narrow long plan), one step, whole rounds (128 steps
+  // of float32), the ring wrapping around, a partial last box of neurons and of steps in two
+  // rows, bulk shallow and 3 or 6 segments; then staged shallow (more blocks than the bulk plan
+  // holds resident), narrow, wide and wide short. Step counts from 1 to 520 cover one
+  // checkpoint interval, a partial last one (11, 21, 5, 70, 9) and whole ones (128, 520).
+  const Layout layouts[] = {{1, 11, 37},     {3, 11, 6},      {2, 1, 64},
+                            {1, 128, 96},    {1, 520, 64},    {2, 70, 200},
+                            {1, 21, 40000},  {1, 9, 100000},  {1, 5, 150001},
+                            {1, 5, 1 << 20}, {1, 3, 1 << 20}};
   const int layout_count = sizeof(layouts) / sizeof(layouts[0]);
-  const int small_layouts = layout_count - 3;
+  const int small_layouts = layout_count - 4;
   int runs = 0;
   for (int i = 0; i < layout_count; ++i) {
     const int64_t surrogates = i < small_layouts ? kNumSurrogates : 1;

@@ -108,11 +108,14 @@ def test_more_than_2_31_elements():
 
 # Each launch plan of the CUDA handlers (cuda/qif_cuda_kernels.cuh, choose_plan), for every
 # dtype: wide (16-byte groups; also with the time axis in the middle; a short sequence of 3
-# steps), narrow (many neurons, odd innermost size), staged shallow and staged deep forward with
+# steps), narrow (many neurons, odd innermost size), bulk shallow and bulk deep forward with
 # the segmented backward (3 or 6 warps per 32 groups; 16), T long enough for the shared-memory
-# rings to wrap around several times; no T but 3 a multiple of a chunk or checkpoint interval.
+# rings to wrap around several times; two rows of 200 neurons (bulk deep, partial last boxes of
+# neurons and of steps); staged shallow (more blocks than the bulk forward holds resident). The
+# staged deep forward takes rows that are not whole 16-byte units (LAYOUTS, 16-bit types). No T
+# but 3 is a multiple of a chunk or checkpoint interval.
 LARGE_LAYOUTS = [((6, 1 << 21), 0), ((3, 6, 1 << 19), 1), ((3, 1 << 21), 0), ((5, 150001), 0),
-                 ((50, 2, 20000), 0), ((301, 1000), 0)]
+                 ((50, 2, 20000), 0), ((301, 1000), 0), ((2, 70, 200), 1), ((9, 100000), 0)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
