@@ -31,7 +31,6 @@
 #include <cudaTypedefs.h>  // the driver's tensor-map encoder
 
 #include <algorithm>
-#include <climits>
 #include <cstdint>
 #include <cuda/ptx>
 #include <type_traits>
