@@ -330,18 +330,21 @@ __global__ void __launch_bounds__(128)
 
 // ---------------------------------------------------------------------------------------------
 // The bulk forward (Hopper and later): the staged forward with the copies done by the Tensor
-// Memory Accelerator. A block of kBulkWarps warps walks kBulkNeurons adjacent neurons of one row
-// (one per thread); one thread copies each chunk of kChunk steps of x as a single box into a
-// ring of kSlots chunks (completion counted on the slot's mbarrier), and the block's spikes
-// leave the same way, a box per chunk from a ring of kOutSlots chunks. Against the staged plans'
-// per-thread asynchronous copies this takes the copy instructions off the warps' step (one
-// instruction per chunk instead of four per step) and stores whole boxes (benchmarks/NOTES.md
-// 26). Boxes past the end of the row or the sequence are zero-filled on load and clipped on
-// store, so no thread checks bounds per step. V is stored by the threads themselves (rarely all
-// of it; checkpoints every few steps).
+// Memory Accelerator. A block's kBulkWarps compute warps walk kBulkNeurons adjacent neurons of
+// one row (one per thread); one more warp, the copy warp, moves the data: its first thread
+// copies each chunk of kChunk steps of x as a single box into a ring of kSlots chunks, and each
+// chunk of spikes out as a box from a ring of kOutSlots chunks. Each ring slot has two mbarriers
+// (full, free), so a compute warp waits only for data it needs and never for the other warps
+// (benchmarks/NOTES.md 26-27). Boxes past the end of the row or the sequence are zero-filled on
+// load and clipped on store, so no thread checks bounds per step. V is stored by the compute
+// threads themselves (rarely all of it; checkpoints every few steps).
 
 constexpr int kBulkWarps = 4;
 constexpr int kBulkNeurons = 32 * kBulkWarps;
+constexpr int kBulkThreads = kBulkNeurons + 32;  // and the copy warp
+// The first kSlots boxes of x leave this far apart, so that every block's first chunk lands
+// early instead of all blocks' whole rings arriving together (benchmarks/NOTES.md 27).
+constexpr int64_t kBulkStaggerNs = 500;
 
 template <int kChunkValue, int kSlotsValue, int kOutSlotsValue>
 struct BulkShape {
@@ -351,12 +354,27 @@ struct BulkShape {
   // One chunk's box in shared memory: kChunk rows of the block's neurons.
   template <typename X>
   static constexpr int kChunkBytes = kChunk * kBulkNeurons * static_cast<int>(sizeof(X));
+  static constexpr int kBarrierBytes = 2 * (kSlots + kOutSlots) * 8;  // full and free per slot
   template <typename X>
-  static constexpr int kSharedBytes = (kSlots + kOutSlots) * kChunkBytes<X> + kSlots * 8;
+  static constexpr int kSharedBytes = (kSlots + kOutSlots) * kChunkBytes<X> + kBarrierBytes;
 };
 
+__device__ __forceinline__ int64_t global_time_ns() {
+  int64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+__device__ __forceinline__ void wait_phase(uint64_t* barrier, int64_t completions) {
+  const uint32_t parity = static_cast<uint32_t>(completions & 1);
+  while (!cuda::ptx::mbarrier_try_wait_parity(barrier, parity)) {
+  }
+}
+#endif
+
 template <typename X, typename S, bool kHardReset, bool kCheckpoints, bool kVSeq, typename Bk>
-__global__ void __launch_bounds__(kBulkNeurons)
+__global__ void __launch_bounds__(kBulkThreads)
     bulk_forward_kernel(const __grid_constant__ CUtensorMap x_map,
                         const __grid_constant__ CUtensorMap spikes_map, ForwardPointers ptr,
                         int64_t steps, int64_t inner, int64_t blocks_per_row, QifParams<S> p,
@@ -368,11 +386,70 @@ __global__ void __launch_bounds__(kBulkNeurons)
   extern __shared__ __align__(128) unsigned char ring[];  // boxes need 128-byte alignment
   X* x_ring = reinterpret_cast<X*>(ring);
   X* spike_ring = reinterpret_cast<X*>(ring + kSlots * kChunkBytes);
-  uint64_t* landed = reinterpret_cast<uint64_t*>(ring + (kSlots + kOutSlots) * kChunkBytes);
+  // Chunk c uses slot c % kSlots of x and c % kOutSlots of spikes; each barrier completes one
+  // phase per chunk through its slot, so chunk c waits for phase c / kSlots (or / kOutSlots).
+  uint64_t* x_full = reinterpret_cast<uint64_t*>(ring + (kSlots + kOutSlots) * kChunkBytes);
+  uint64_t* x_free = x_full + kSlots;          // every compute warp has read the chunk
+  uint64_t* spikes_full = x_free + kSlots;     // every compute warp has written the chunk
+  uint64_t* spikes_free = spikes_full + kOutSlots;  // the box has been read out
 
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int64_t o = blockIdx.x / blocks_per_row;
   const int64_t i0 = (blockIdx.x - o * blocks_per_row) * kBulkNeurons;
-  const bool leader = threadIdx.x == 0;
+  const int64_t chunks = (steps + kChunk - 1) / kChunk;
+  if (threadIdx.x == 0) {
+#pragma unroll
+    for (int s = 0; s < kSlots; ++s) {
+      ptx::mbarrier_init(&x_full[s], 1);
+      ptx::mbarrier_init(&x_free[s], kBulkWarps);
+    }
+#pragma unroll
+    for (int s = 0; s < kOutSlots; ++s) {
+      ptx::mbarrier_init(&spikes_full[s], kBulkWarps);
+      ptx::mbarrier_init(&spikes_free[s], 1);
+    }
+    ptx::fence_mbarrier_init(ptx::sem_release, ptx::scope_cluster);
+  }
+  __syncthreads();
+
+  if (warp == kBulkWarps) {  // the copy warp; one thread issues every copy
+    if (lane != 0) return;
+    // A box's tensor coordinates, innermost first (neuron, step, outer index), fit 32 bits
+    // (bulk_forward_ok).
+    const int32_t column = static_cast<int32_t>(i0), row = static_cast<int32_t>(o);
+    auto fetch = [&](int64_t c) {
+      const int slot = static_cast<int>(c % kSlots);
+      ptx::mbarrier_arrive_expect_tx(ptx::sem_release, ptx::scope_cta, ptx::space_shared,
+                                     &x_full[slot], kChunkBytes);
+      const int32_t coords[3] = {column, static_cast<int32_t>(c * kChunk), row};
+      ptx::cp_async_bulk_tensor(ptx::space_cluster, ptx::space_global,
+                                x_ring + slot * kChunk * kBulkNeurons, &x_map, coords,
+                                &x_full[slot]);
+    };
+    const int64_t start = global_time_ns();
+    for (int64_t c = 0; c < kSlots && c < chunks; ++c) {
+      while (global_time_ns() < start + c * kBulkStaggerNs) {
+      }
+      fetch(c);
+    }
+    for (int64_t c = 0; c < chunks; ++c) {
+      if (c + kSlots < chunks) {  // into chunk c's slot once every warp has read it
+        wait_phase(&x_free[c % kSlots], c / kSlots);
+        fetch(c + kSlots);
+      }
+      const int out = static_cast<int>(c % kOutSlots);
+      wait_phase(&spikes_full[out], c / kOutSlots);
+      const int32_t coords[3] = {column, static_cast<int32_t>(c * kChunk), row};
+      ptx::cp_async_bulk_tensor(ptx::space_global, ptx::space_shared, &spikes_map, coords,
+                                spike_ring + out * kChunk * kBulkNeurons);
+      ptx::cp_async_bulk_commit_group();
+      ptx::cp_async_bulk_wait_group_read(ptx::n32_t<0>{});
+      ptx::mbarrier_arrive(&spikes_free[out]);
+    }
+    ptx::cp_async_bulk_wait_group(ptx::n32_t<0>{});
+    return;
+  }
+
   const bool active = i0 + threadIdx.x < inner;  // the others compute on zeros, store nothing
   const int64_t n = o * inner + i0 + threadIdx.x;
   constexpr int kInterval = checkpoint_interval(sizeof(X));
@@ -380,59 +457,42 @@ __global__ void __launch_bounds__(kBulkNeurons)
                                       group_offset(n, checkpoint_count(steps, kInterval), inner)
                                 : nullptr;
   S* v_seq = kVSeq ? static_cast<S*>(ptr.v_seq) + group_offset(n, steps, inner) : nullptr;
-
-  if (leader) {
-#pragma unroll
-    for (int s = 0; s < kSlots; ++s) ptx::mbarrier_init(&landed[s], 1);
-    ptx::fence_mbarrier_init(ptx::sem_release, ptx::scope_cluster);
-  }
-  __syncthreads();
-
-  const int64_t chunks = (steps + kChunk - 1) / kChunk;
-  // A box's tensor coordinates, innermost first (neuron, step, outer index), fit 32 bits
-  // (bulk_forward_ok).
-  const int32_t column = static_cast<int32_t>(i0), row = static_cast<int32_t>(o);
-  auto fetch = [&](int64_t c) {
-    if (!leader || c >= chunks) return;
-    const int slot = static_cast<int>(c % kSlots);
-    ptx::mbarrier_arrive_expect_tx(ptx::sem_release, ptx::scope_cta, ptx::space_shared,
-                                   &landed[slot], kChunkBytes);
-    const int32_t coords[3] = {column, static_cast<int32_t>(c * kChunk), row};
-    ptx::cp_async_bulk_tensor(ptx::space_cluster, ptx::space_global,
-                              x_ring + slot * kChunk * kBulkNeurons, &x_map, coords,
-                              &landed[slot]);
-  };
-  for (int c = 0; c < kSlots - 1; ++c) fetch(c);
-
   S v = ptr.v_init && active ? static_cast<const S*>(ptr.v_init)[n] : v_init_value;
+  // qif_charge split in two, its slope carried from step to step. After a hard reset V is
+  // v_reset or H, so the next slope is one of two values known as soon as H is: selecting it
+  // takes the compare off the chain from one step's V to the next (NOTES.md 27). The same
+  // operations as qif_charge, so the same bits.
+  const S slope_after_reset = qif_charge_slope(p.v_reset, p);
+  S slope = qif_charge_slope(v, p);
   const X one = from_state<X>(S(1)), zero = from_state<X>(S(0));
   for (int64_t c = 0; c < chunks; ++c) {
-    fetch(c + kSlots - 1);  // into the slot every thread finished reading in chunk c - 1
-    const int slot = static_cast<int>(c % kSlots);
-    const uint32_t phase = static_cast<uint32_t>((c / kSlots) & 1);
-    while (!ptx::mbarrier_try_wait_parity(&landed[slot], phase)) {
-    }
-    if (c >= kOutSlots) {  // the box stored from this spike slot kOutSlots chunks ago has left
-      if (leader) ptx::cp_async_bulk_wait_group_read(ptx::n32_t<kOutSlots - 1>{});
-      __syncthreads();
-    }
-    const X* x_box = x_ring + slot * kChunk * kBulkNeurons;
-    X* spike_box = spike_ring + static_cast<int>(c % kOutSlots) * kChunk * kBulkNeurons;
+    const int slot = static_cast<int>(c % kSlots), out = static_cast<int>(c % kOutSlots);
+    wait_phase(&x_full[slot], c / kSlots);
     // The whole chunk into registers first: the compiler may not move these loads above the
     // spike stores into the same shared memory, where each would add its latency to a step.
+    const X* x_box = x_ring + slot * kChunk * kBulkNeurons;
     X chunk_x[kChunk];
 #pragma unroll
     for (int u = 0; u < kChunk; ++u) chunk_x[u] = x_box[u * kBulkNeurons + threadIdx.x];
+    __syncwarp();
+    if (lane == 0) ptx::mbarrier_arrive(&x_free[slot]);
+    if (c >= kOutSlots) wait_phase(&spikes_free[out], c / kOutSlots - 1);
+    X* spike_box = spike_ring + out * kChunk * kBulkNeurons;
     const int64_t t0 = c * kChunk;
     auto body = [&](auto full) {
 #pragma unroll
       for (int u = 0; u < kChunk; ++u) {
         const int64_t t = t0 + u;
         if (!decltype(full)::value && t >= steps) break;
-        const S h = qif_charge(v, S(to_state(chunk_x[u])), p);
+        const S h = qif_fma(slope, v, qif_drive(S(to_state(chunk_x[u])), p));
         const bool spike = qif_fires(h, p);
+        if constexpr (kHardReset) {
+          const S slope_after_h = qif_charge_slope(h, p);
+          slope = spike ? slope_after_reset : slope_after_h;
+        }
         spike_box[u * kBulkNeurons + threadIdx.x] = spike ? one : zero;
         v = qif_reset<kHardReset>(h, spike, p);
+        if constexpr (!kHardReset) slope = qif_charge_slope(v, p);
         if constexpr (kVSeq) {
           if (active) __stcs(v_seq + t * inner, v);
         }
@@ -446,15 +506,9 @@ __global__ void __launch_bounds__(kBulkNeurons)
     if (t0 + kChunk <= steps) body(std::true_type{});
     else body(std::false_type{});
     ptx::fence_proxy_async(ptx::space_shared);  // the spikes, visible to the copy engine
-    __syncthreads();
-    if (leader) {
-      const int32_t coords[3] = {column, static_cast<int32_t>(t0), row};
-      ptx::cp_async_bulk_tensor(ptx::space_global, ptx::space_shared, &spikes_map, coords,
-                                spike_box);
-      ptx::cp_async_bulk_commit_group();
-    }
+    __syncwarp();
+    if (lane == 0) ptx::mbarrier_arrive(&spikes_full[out]);
   }
-  if (leader) ptx::cp_async_bulk_wait_group(ptx::n32_t<0>{});
   if (ptr.v_final && active) static_cast<S*>(ptr.v_final)[n] = v;
 #else
   __trap();  // launched only on devices of compute capability 9.0 and later (bulk_forward_ok)
@@ -969,14 +1023,12 @@ cudaError_t launch(Kernel kernel, const LaunchPlan& plan, size_t shared_bytes_pe
   return cudaGetLastError();
 }
 
-// The bulk forward's rings, per input type (measured, benchmarks/NOTES.md 26). Deep (about one
-// block per multiprocessor): 16-bit inputs in chunks of 64 steps, 4 slots of x and 2 of spikes
-// (96 KB); wider types in chunks of 64 / sizeof(X) steps (16 float32), 8 and 3 slots (88 KB).
-// Shallow: chunks of 64 / sizeof(X) steps (32 for 16-bit), 4 and 2 slots, 48 KB per block, so
-// that four blocks share a multiprocessor.
+// The bulk forward's rings, per input type (measured, benchmarks/NOTES.md 26-27): 4 slots of x
+// and 2 of spikes. Deep (about one block per multiprocessor): chunks of 128 bytes per neuron
+// (64 steps of 16-bit inputs, 32 of float32; 96 KB). Shallow: chunks of 64 bytes per neuron,
+// 48 KB per block, so that four blocks share a multiprocessor.
 template <typename X>
-using BulkDeep = std::conditional_t<sizeof(X) == 2, BulkShape<64, 4, 2>,
-                                    BulkShape<64 / static_cast<int>(sizeof(X)), 8, 3>>;
+using BulkDeep = BulkShape<128 / static_cast<int>(sizeof(X)), 4, 2>;
 template <typename X>
 using BulkShallow = BulkShape<64 / static_cast<int>(sizeof(X)), 4, 2>;
 
@@ -1033,7 +1085,7 @@ bool bulk_forward_ok(const ForwardLaunch& a, size_t shared, int64_t blocks) {
   const Layout& l = a.layout;
   const int64_t per_multiprocessor =
       std::min<int64_t>(shared_memory_per_multiprocessor() / (shared + 1024),  // 1 KB reserved
-                        threads_per_multiprocessor() / kBulkNeurons);
+                        threads_per_multiprocessor() / kBulkThreads);
   return compute_capability_major() >= 9 && tensor_map_encoder() != nullptr &&
          all_aligned({a.ptr.x, a.ptr.spikes}) && (l.inner * sizeof(X)) % 16 == 0 &&
          std::max({l.inner, l.steps, l.outer}) <= INT32_MAX &&
@@ -1060,7 +1112,7 @@ bool launch_bulk_forward(const ForwardLaunch& a, const QifParams<S>& p, cudaStre
   auto run = [&](auto kernel) {
     *status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
     if (*status != cudaSuccess) return;
-    kernel<<<static_cast<unsigned int>(blocks), kBulkNeurons, shared, stream>>>(
+    kernel<<<static_cast<unsigned int>(blocks), kBulkThreads, shared, stream>>>(
         x_map, spikes_map, a.ptr, l.steps, l.inner, blocks_per_row, p,
         static_cast<S>(a.v_init_value));
     *status = cudaGetLastError();

@@ -165,10 +165,20 @@ QIF_HD double qif_abs(double x) { return fabs(x); }
 // from the formula as written; jaxqif/reference.py evaluates the same polynomial, unfused unless
 // XLA fuses it. The CPU and CUDA handlers, built without FMA contraction elsewhere, agree bit
 // for bit.
+// The charge's two parts: H = qif_charge_slope(V[t-1]) V[t-1] + qif_drive(X[t]).
+template <typename S>
+QIF_HD S qif_drive(S x, const QifParams<S>& p) {
+  return qif_fma(x, p.inv_tau, p.charge_v0);  // off the chain: X is known ahead
+}
+
+template <typename S>
+QIF_HD S qif_charge_slope(S v_prev, const QifParams<S>& p) {
+  return qif_fma(p.charge_v2, v_prev, p.charge_v1);
+}
+
 template <typename S>
 QIF_HD S qif_charge(S v_prev, S x, const QifParams<S>& p) {
-  const S drive = qif_fma(x, p.inv_tau, p.charge_v0);  // off the chain: X is known ahead
-  return qif_fma(qif_fma(p.charge_v2, v_prev, p.charge_v1), v_prev, drive);
+  return qif_fma(qif_charge_slope(v_prev, p), v_prev, qif_drive(x, p));
 }
 
 template <typename S>
