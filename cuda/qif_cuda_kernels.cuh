@@ -16,7 +16,8 @@
 //    a small layer). Each thread then prefetches whole chunks of steps into shared memory with
 //    asynchronous copies, far deeper than registers allow;
 //  * bulk deep / bulk shallow (forward, Hopper and later): the staged plans' layouts, with the
-//    Tensor Memory Accelerator copying a block's chunk of x in and of spikes out as one box;
+//    Tensor Memory Accelerator copying a block's chunk of x in and of spikes out as one box,
+//    issued by a copy warp;
 //  * segmented (backward, same layouts): the time axis split over several warps, whose affine
 //    pieces of the BPTT recurrence are chained through shared memory;
 //  * narrow long: few neurons that cannot be staged, one per thread with long register chunks.

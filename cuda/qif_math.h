@@ -164,8 +164,8 @@ QIF_HD double qif_abs(double x) { return fabs(x); }
 // of a long sequence of few neurons (benchmarks/NOTES.md 21 and 23). It rounds a few ulp away
 // from the formula as written; jaxqif/reference.py evaluates the same polynomial, unfused unless
 // XLA fuses it. The CPU and CUDA handlers, built without FMA contraction elsewhere, agree bit
-// for bit.
-// The charge's two parts: H = qif_charge_slope(V[t-1]) V[t-1] + qif_drive(X[t]).
+// for bit. In two parts, H = qif_charge_slope(V[t-1]) V[t-1] + qif_drive(X[t]), for a kernel
+// that carries the slope from step to step (the bulk forward).
 template <typename S>
 QIF_HD S qif_drive(S x, const QifParams<S>& p) {
   return qif_fma(x, p.inv_tau, p.charge_v0);  // off the chain: X is known ahead
