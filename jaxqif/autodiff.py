@@ -13,8 +13,8 @@ import functools
 import jax
 from jax.custom_derivatives import SymbolicZero
 
-from jaxqif._config import NeuronConfig
-from jaxqif._partitioning import bind
+from jaxqif._config import NeuronConfig, checkpoint_count
+from jaxqif._jax import vary_alike
 from jaxqif.primitives import backward_p, forward_p
 
 
@@ -23,7 +23,7 @@ def _outputs(outs, store_v_seq):
     return spikes, v_final, (outs[2] if store_v_seq else None)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=256)
 def fused_multistep(config: NeuronConfig, time_axis: int, store_v_seq: bool):
     """(x_seq, v_init) -> (spikes, v_final, v_seq or None), differentiable in both inputs.
     v_init=None starts every neuron at config.default_v_init without making an array of it."""
@@ -31,9 +31,18 @@ def fused_multistep(config: NeuronConfig, time_axis: int, store_v_seq: bool):
     multistep_from_default = _fused(config, time_axis, store_v_seq, constant_start=True)
 
     def call(x_seq, v_init):
-        if v_init is None:
-            return multistep_from_default(x_seq)
-        return multistep(*_vary_alike(x_seq, v_init))
+        try:
+            if v_init is None:
+                return multistep_from_default(x_seq)
+            return multistep(*vary_alike(x_seq, v_init))
+        except TypeError as error:
+            if "forward-mode autodiff" not in str(error):
+                raise
+            raise TypeError(
+                "jaxqif: the fused path (backend='ffi', or the default where a kernel exists) "
+                "supports reverse-mode differentiation (jax.grad, jax.vjp) only; forward mode "
+                "(jax.jvp, jax.jacfwd, jax.linearize) needs backend='jax'"
+            ) from error
 
     return call
 
@@ -46,12 +55,16 @@ def _fused(config: NeuronConfig, time_axis: int, store_v_seq: bool, constant_sta
                   store_v_seq=store_v_seq, v_init_value=v_init_value)
 
     def multistep(x_seq, *v_init):
-        return _outputs(bind(forward_p, x_seq, *v_init, save_checkpoints=False, **params),
+        return _outputs(forward_p.bind(x_seq, *v_init, save_checkpoints=False, **params),
                         store_v_seq)
 
     def multistep_fwd(x_seq, *v_init):
         x_seq, v_init = x_seq.value, tuple(v.value for v in v_init)
-        *outs, checkpoints = bind(forward_p, x_seq, *v_init, save_checkpoints=True, **params)
+        # A sequence of one interval has no checkpoints: none is asked for (an empty array
+        # would be one more residual, and crashes JAX 0.11.2 inside shard_map, see _jax.py).
+        save = checkpoint_count(x_seq.shape[time_axis], x_seq.dtype) > 0
+        outs = list(forward_p.bind(x_seq, *v_init, save_checkpoints=save, **params))
+        checkpoints = outs.pop() if save else None
         return _outputs(outs, store_v_seq), (x_seq, checkpoints, v_init)
 
     def multistep_bwd(saved, cotangents):
@@ -61,8 +74,9 @@ def _fused(config: NeuronConfig, time_axis: int, store_v_seq: bool, constant_sta
         given = [g for g in (g_spikes, g_v_seq, g_v_final) if present(g)]
         if not given:
             return (jax.numpy.zeros_like(x_seq), *(jax.numpy.zeros_like(v) for v in v_init))
-        return tuple(bind(
-            backward_p, *given, x_seq, checkpoints, *v_init, config=config, time_axis=time_axis,
+        saved_checkpoints = () if checkpoints is None else (checkpoints,)
+        return tuple(backward_p.bind(
+            *given, x_seq, *saved_checkpoints, *v_init, config=config, time_axis=time_axis,
             has_grad_spikes=present(g_spikes), has_grad_v_seq=present(g_v_seq),
             has_grad_v_final=present(g_v_final), v_init_value=v_init_value,
         ))
@@ -73,16 +87,3 @@ def _fused(config: NeuronConfig, time_axis: int, store_v_seq: bool, constant_sta
         function = jax.custom_vjp(lambda x_seq, v_init: multistep(x_seq, v_init))
     function.defvjp(multistep_fwd, multistep_bwd, symbolic_zeros=True)
     return function
-
-
-def _vary_alike(x_seq, v_init):
-    """Inside shard_map, x_seq and v_init may vary over different mesh axes (a v_init made
-    outside the shard_map is the same on every device), while the outputs vary over both.
-    Each is cast the way a binary op would cast it, by adding a zero that varies like the other
-    (XLA drops the addition), so that autodiff sums a shared v_init's gradient over the devices
-    using it."""
-    if not jax.sharding.get_abstract_mesh().manual_axes:
-        return x_seq, v_init
-    x_seq = x_seq + jax.lax.full_like(v_init, 0, x_seq.dtype, x_seq.shape)
-    v_init = v_init + jax.lax.full_like(x_seq, 0, v_init.dtype, v_init.shape)
-    return x_seq, v_init

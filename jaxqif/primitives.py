@@ -1,6 +1,10 @@
 """The QIF forward and backward as JAX primitives: abstract evaluation, lowering to the FFI
-handlers, and batching rules. `jaxqif/autodiff.py` ties them together with a custom VJP, and
-binds them through `_partitioning.bind` so that they shard over the neuron axes under `jit`.
+handlers, batching and dead-code rules. `jaxqif/autodiff.py` ties them together with a custom
+VJP.
+
+Each has a twin, its kernel primitive, which only lowers to the platform's FFI call: a primitive
+lowers by binding its twin inside `custom_partitioning` (`jaxqif/_partitioning.py`), so that it
+shards over the neuron axes under `jit`.
 
 Every array is handed to the kernels as it lies in memory; the kernels read it as
 [outer, T, inner] around `time_axis`. A vmapped axis just becomes part of outer or inner: no
@@ -12,29 +16,26 @@ from __future__ import annotations
 import functools
 
 import jax
-import numpy as np
-from jax.extend.core import Primitive
-from jax.interpreters import batching, mlir
-from jax.interpreters import partial_eval as pe
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxqif import _library, _partitioning
+from jaxqif import _jax, _library
 from jaxqif._config import NeuronConfig, checkpoint_count, checkpoint_interval, state_dtype
-
-ShapedArray = jax.core.ShapedArray
+from jaxqif._jax import Primitive, ShapedArray, mlir
+from jaxqif._partitioning import partitioned_lowering
 
 # ---------------------------------------------------------------------------------------------
 # forward: (x, [v_init]) -> spikes, [v_final], [v_seq], [checkpoints]
 # checkpoints: V every checkpoint_interval steps, what the backward recomputes H from (laid out
-# like x, with checkpoint_count steps: none for a sequence of one interval).
+# like x, with checkpoint_count steps; asked for only where there is at least one).
 # v_init_value: None, or every neuron's initial potential, given instead of a v_init operand (the
 # default start: no array filled with it is made or read). The optional results are written
 # only when asked for; under `jit`, dead-code elimination drops those nobody uses
 # (`_prune_forward`), so inference that keeps only the spikes never writes v_final.
 
 forward_p = Primitive("qif_forward")
-forward_p.multiple_results = True
+forward_kernel_p = Primitive("qif_forward_kernel")
 
 # The optional results in order, after the spikes, with the parameter that asks for each.
 _FORWARD_OPTIONAL = ("store_v_final", "store_v_seq", "save_checkpoints")
@@ -53,7 +54,6 @@ def _forward_abstract_eval(x, *v_init, config, time_axis, store_v_final, store_v
     return outs
 
 
-forward_p.def_abstract_eval(_forward_abstract_eval)
 
 
 def _prune_forward(params: dict, used_outputs) -> tuple[dict, list[bool]] | None:
@@ -79,8 +79,7 @@ def _forward_dce(used_outputs, eqn):
     return [True] * len(eqn.invars), eqn.replace(params=params, outvars=outvars)
 
 
-pe.dce_rules[forward_p] = _forward_dce
-_partitioning.register_output_pruning(forward_p, _prune_forward)
+_jax.register_dce_rule(forward_p, _forward_dce)
 
 
 def _neuron_attrs(config: NeuronConfig, time_axis: int, v_init_value, input_dtype) -> dict:
@@ -135,29 +134,35 @@ def _forward_batching(args, dims, *, config, time_axis, store_v_final, store_v_s
         x, x_dim = _broadcast_at(x, size, 0), 0
     time_axis, v_target = _fold_batch_axis(time_axis, x_dim)
     v_init = [_batch_at(v, d, v_target, size) for v, d in zip(v_init, v_dim)]
-    outs = _partitioning.bind(
-        forward_p, x, *v_init, config=config, time_axis=time_axis, store_v_final=store_v_final,
+    outs = forward_p.bind(
+        x, *v_init, config=config, time_axis=time_axis, store_v_final=store_v_final,
         store_v_seq=store_v_seq, save_checkpoints=save_checkpoints, v_init_value=v_init_value,
     )
     return outs, [x_dim] + [v_target] * store_v_final + [x_dim] * (store_v_seq + save_checkpoints)
 
 
 # ---------------------------------------------------------------------------------------------
-# backward: ([grad_spikes], [grad_v_seq], [grad_v_final], x, checkpoints, [v_init]) ->
+# backward: ([grad_spikes], [grad_v_seq], [grad_v_final], x, [checkpoints], [v_init]) ->
 #           grad_x, [grad_v_init]
-# Cotangents that are symbolically zero are left out (has_* = False) and never read. With
+# Cotangents that are symbolically zero are left out (has_* = False) and never read. The
+# checkpoints are there where the sequence has any (more than one interval). With
 # v_init_value (a constant start, as in the forward) there is no v_init and no grad_v_init.
 
 backward_p = Primitive("qif_backward")
-backward_p.multiple_results = True
+backward_kernel_p = Primitive("qif_backward_kernel")
 
 
 def _split_backward_operands(operands, has_grad_spikes, has_grad_v_seq, has_grad_v_final,
                              v_init_value):
+    """(grad_spikes, grad_v_seq, grad_v_final, x, checkpoints, v_init), None where absent.
+    Whether the checkpoints are there follows from the operand count."""
     operands = list(operands)
+    has_v_init = v_init_value is None
+    has_checkpoints = len(operands) > (
+        has_grad_spikes + has_grad_v_seq + has_grad_v_final + 1 + has_v_init)
     take = lambda present: operands.pop(0) if present else None
     return (take(has_grad_spikes), take(has_grad_v_seq), take(has_grad_v_final), take(True),
-            take(True), take(v_init_value is None))
+            take(has_checkpoints), take(has_v_init))
 
 
 def _backward_abstract_eval(*operands, config, time_axis, has_grad_spikes, has_grad_v_seq,
@@ -170,19 +175,15 @@ def _backward_abstract_eval(*operands, config, time_axis, has_grad_spikes, has_g
     return outs
 
 
-backward_p.def_abstract_eval(_backward_abstract_eval)
-
-
 def _backward_lowering(ctx, *operands, config, time_axis, has_grad_spikes, has_grad_v_seq,
                        has_grad_v_final, v_init_value):
     # The handler always takes six operands and has two results; an absent one (a zero
-    # cotangent; v_init and grad_v_init with a constant start) is given zero elements.
-    flags = dict(has_grad_spikes=has_grad_spikes, has_grad_v_seq=has_grad_v_seq,
-                 has_grad_v_final=has_grad_v_final, v_init_value=v_init_value)
-    x_aval = _split_backward_operands(ctx.avals_in, **flags)[3]
+    # cotangent; the checkpoints of a single interval; v_init and grad_v_init with a constant
+    # start) is given zero elements.
+    present = [a is not None for a in _split_backward_operands(
+        ctx.avals_in, has_grad_spikes, has_grad_v_seq, has_grad_v_final, v_init_value)]
+    x_aval = ctx.avals_in[sum(present[:3])]
     input_dtype, st = x_aval.dtype, state_dtype(x_aval.dtype)
-    constant_start = v_init_value is not None
-    present = (has_grad_spikes, has_grad_v_seq, has_grad_v_final, True, True, not constant_start)
     dtypes = (input_dtype, st, st, input_dtype, st, st)
     values, avals = list(operands), list(ctx.avals_in)
     full_values, full_avals = [], []
@@ -190,6 +191,7 @@ def _backward_lowering(ctx, *operands, config, time_axis, has_grad_spikes, has_g
         value, aval = (values.pop(0), avals.pop(0)) if is_present else _absent(dtype)
         full_values.append(value)
         full_avals.append(aval)
+    constant_start = v_init_value is not None
     avals_out = list(ctx.avals_out) + ([_absent(st)[1]] if constant_start else [])
     attrs = _neuron_attrs(config, time_axis, v_init_value, input_dtype)
     attrs.update(
@@ -215,19 +217,21 @@ def _backward_batching(args, dims, *, config, time_axis, has_grad_spikes, has_gr
     seq_dim = next((d for d in (d_x, d_checkpoints, d_spikes, d_v_seq) if d is not None), 0)
     new_time_axis, neuron_dim = _fold_batch_axis(time_axis, seq_dim)
     operands = []
-    if has_grad_spikes:
-        operands.append(_batch_at(g_spikes, d_spikes, seq_dim, size))
-    if has_grad_v_seq:
-        operands.append(_batch_at(g_v_seq, d_v_seq, seq_dim, size))
-    if has_grad_v_final:
-        operands.append(_batch_at(g_v_final, d_v_final, neuron_dim, size))
-    operands.append(_batch_at(x, d_x, seq_dim, size))
-    operands.append(_batch_at(checkpoints, d_checkpoints, seq_dim, size))
-    if v_init_value is None:
-        operands.append(_batch_at(v_init, d_v_init, neuron_dim, size))
-    outs = _partitioning.bind(backward_p, *operands, config=config, time_axis=new_time_axis,
-                              **flags)
+    for value, dim, target in ((g_spikes, d_spikes, seq_dim), (g_v_seq, d_v_seq, seq_dim),
+                               (g_v_final, d_v_final, neuron_dim), (x, d_x, seq_dim),
+                               (checkpoints, d_checkpoints, seq_dim),
+                               (v_init, d_v_init, neuron_dim)):
+        if value is not None:
+            operands.append(_batch_at(value, dim, target, size))
+    outs = backward_p.bind(*operands, config=config, time_axis=new_time_axis, **flags)
     return outs, [seq_dim, neuron_dim][: len(outs)]
+
+
+def _backward_jvp(primals, tangents, **params):
+    raise NotImplementedError(
+        "jaxqif: the fused path's backward (BPTT kernel) is not differentiable: gradients of "
+        "gradients (e.g. jax.grad of jax.grad, jax.hessian) need backend='jax'"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,37 +293,60 @@ def _batch_at(x, dim, target: int, size: int):
 # registration
 
 
-def _no_kernel_lowering(name):
+def _kernel_lowering(platform: str, lowering):
+    """The FFI lowering of a kernel primitive for `platform`, once its library is loaded."""
+
     def rule(ctx, *args, **params):
-        raise NotImplementedError(
-            f"jaxqif: no {name} kernel for the platform this computation is lowered for "
-            f"(kernels built: {', '.join(_library.available_platforms()) or 'none'}). "
-            "Use backend='jax' for the pure-JAX path on other platforms."
-        )
+        if not _library.load(platform):
+            raise NotImplementedError(
+                f"jaxqif: no fused kernel for {platform}: {_library.unavailable_reason(platform)}. "
+                "backend='jax' runs the pure-JAX path there."
+            )
+        return lowering(ctx, *args, **params)
 
     return rule
 
 
-@functools.cache
-def _jitted_bind(primitive, params_items):
-    return jax.jit(functools.partial(_partitioning.bind, primitive, **dict(params_items)))
+def _no_kernel_lowering(ctx, *args, **params):
+    raise NotImplementedError(
+        f"jaxqif: no fused kernel for the platform(s) {', '.join(ctx.module_context.platforms)} "
+        f"(kernels exist for: {', '.join(_library.LIBRARIES)}); backend='jax' runs the pure-JAX "
+        "path there."
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _eager_callable(primitive, params_items):
+    return jax.jit(functools.partial(primitive.bind, **dict(params_items)))
 
 
 def _impl(primitive):
-    # Eager calls compile the primitive once per configuration, like any jitted function, and
-    # partitioned, so that eager calls on sharded arrays stay sharded too.
+    """Eager calls compile the primitive once per configuration, like any jitted function, and
+    partitioned, so that eager calls on sharded arrays stay sharded too. The cache is bounded:
+    eager calls with ever new neuron parameters (a sweep, say) keep memory flat."""
+
     def impl(*args, **params):
-        return _jitted_bind(primitive, tuple(sorted(params.items())))(*args)
+        # Under jax.disable_jit() the jitted bind would run eagerly and come back here.
+        with jax.disable_jit(False):
+            return _eager_callable(primitive, tuple(sorted(params.items())))(*args)
 
     return impl
 
 
-for _primitive, _lowering, _batching in (
-    (forward_p, _forward_lowering, _forward_batching),
-    (backward_p, _backward_lowering, _backward_batching),
+for _primitive, _kernel_primitive, _abstract_eval, _lowering, _batching in (
+    (forward_p, forward_kernel_p, _forward_abstract_eval, _forward_lowering, _forward_batching),
+    (backward_p, backward_kernel_p, _backward_abstract_eval, _backward_lowering,
+     _backward_batching),
 ):
+    for _p in (_primitive, _kernel_primitive):
+        _p.multiple_results = True
+        _p.def_abstract_eval(_abstract_eval)
     _primitive.def_impl(_impl(_primitive))
-    batching.primitive_batchers[_primitive] = _batching
-    mlir.register_lowering(_primitive, _no_kernel_lowering(_primitive.name))
-    for _platform in _library.available_platforms():
-        mlir.register_lowering(_primitive, _lowering, platform=_platform)
+    _jax.register_batching_rule(_primitive, _batching)
+    mlir.register_lowering(_primitive, partitioned_lowering(_kernel_primitive))
+    _jax.requires_devices_during_lowering(_primitive)
+    mlir.register_lowering(_kernel_primitive, _no_kernel_lowering)
+    for _platform in _library.LIBRARIES:
+        mlir.register_lowering(_kernel_primitive, _kernel_lowering(_platform, _lowering),
+                               platform=_platform)
+_jax.register_jvp_rule(backward_p, _backward_jvp)

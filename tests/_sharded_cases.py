@@ -179,14 +179,17 @@ def test_vmap_and_scan_under_sharding():
         np.testing.assert_allclose(out, ref, rtol=1e-6)
 
 
+@pytest.mark.parametrize("steps", [6, 20], ids=["T6", "T20"])  # without and with checkpoints
+@pytest.mark.parametrize("backend", ["ffi", "jax"])
 @pytest.mark.parametrize("v_init", ["given", "none"])
-def test_inside_shard_map(v_init):
+def test_inside_shard_map(v_init, backend, steps):
     mesh = _mesh()
-    x, v = make_inputs((6, 8, 4), 0, jnp.float32)
+    x, v = make_inputs((steps, 8, 4), 0, jnp.float32)
     specs = (P(None, "data", "model"), P("data", "model"))
 
     def loss(x, v):
-        spikes, v_final, _ = jaxqif.qif_multistep(x, v if v_init == "given" else None)
+        spikes, v_final, _ = jaxqif.qif_multistep(x, v if v_init == "given" else None,
+                                                  backend=backend)
         return jnp.sum(spikes * x) + jnp.sum(v_final ** 2)
 
     def local(x, v):  # the loss of this device's block, summed over devices
@@ -220,15 +223,16 @@ def test_inside_shard_map_over_some_mesh_axes():
         np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-7)
 
 
-def test_shared_v_init_gradient_is_summed_over_devices():
-    """Inside shard_map, a v_init that is the same on every device gets the sum of the
-    devices' gradients, as it would from any other op."""
+@pytest.mark.parametrize("backend", ["ffi", "jax"])
+def test_shared_v_init_gradient_is_summed_over_devices(backend):
+    """Inside shard_map, a v_init that is the same on every device (here a scalar, broadcast
+    to the neurons) gets the sum of the devices' gradients, as it would from any other op."""
     mesh = _mesh()
     x, _ = make_inputs((6, 8), 0, jnp.float32)
     v0 = jnp.float32(0.1)
 
     def loss(x, v0):
-        return jnp.sum(jaxqif.qif_multistep(x, jnp.broadcast_to(v0, x.shape[1:]))[1])
+        return jnp.sum(jaxqif.qif_multistep(x, v0, backend=backend)[1])
 
     local = lambda x, v0: jax.lax.psum(loss(x, v0), "data")
     sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(None, "data"), P()), out_specs=P())
