@@ -44,12 +44,17 @@ inline ffi::Error check_checkpoint_steps(ffi::DataType dtype, int64_t checkpoint
   return ffi::Error::Success();
 }
 
+// Also refuses a sequence of no steps, as the Python API does: there would be no defined
+// v_final (and the backward no defined grad_v_init) to write.
 inline ffi::Error decode_layout(ffi::Span<const int64_t> dims, int64_t time_axis, Layout* layout) {
   const int64_t rank = static_cast<int64_t>(dims.size());
   if (time_axis < 0 || time_axis >= rank) {
     return ffi::Error::InvalidArgument("jaxqif: time_axis " + std::to_string(time_axis) +
                                        " is out of range for an operand of rank " +
                                        std::to_string(rank));
+  }
+  if (dims[time_axis] == 0) {
+    return ffi::Error::InvalidArgument("jaxqif: x has no time steps (T = 0)");
   }
   Layout l;
   for (int64_t a = 0; a < rank; ++a) {

@@ -3,6 +3,7 @@
 // and float32 inputs; double for float64), one neuron at a time.
 #pragma once
 
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 
@@ -45,34 +46,33 @@ enum class SurrogateKind : int64_t {
 constexpr int64_t kNumSurrogates = 7;
 
 // Constants of one surrogate, sigma'(x) with x = H - v_threshold, folded in double so that each
-// costs the backward a multiply-add or two: u = scale H + shift is the surrogate's argument
-// (x, alpha x or -alpha log2(e) x, by kind), gain its amplitude, coef one more factor. Near the
-// threshold, u = scale H + shift is off by about |scale v_threshold| ulp, as much as H itself
-// (rounded at the scale of v_threshold) already puts into scale (H - v_threshold).
+// costs the backward a multiply or two: u = scale x is the surrogate's argument (x, alpha x or
+// -alpha log2(e) x, by kind), gain its amplitude, coef one more factor. x is formed first, not
+// folded into u = scale H + shift: near the threshold H - v_threshold is exact, while the fold
+// would add an error of about |scale v_threshold| ulp, growing with the threshold.
 struct SurrogateConstants {
-  double scale, shift, gain, coef;
+  double scale, gain, coef;
 };
 
-inline SurrogateConstants surrogate_constants(SurrogateKind kind, double alpha,
-                                              double v_threshold) {
+inline SurrogateConstants surrogate_constants(SurrogateKind kind, double alpha) {
   constexpr double kLog2e = 1.4426950408889634;
   constexpr double kHalfPi = 1.5707963267948966;
   constexpr double kInvSqrtPi = 0.56418958354775628;
   switch (kind) {
     case SurrogateKind::kSigmoid:  // u = -alpha log2(e) x: s = 1 / (1 + 2^u), alpha s (1 - s)
-      return {-alpha * kLog2e, alpha * kLog2e * v_threshold, alpha, 0.0};
+      return {-alpha * kLog2e, alpha, 0.0};
     case SurrogateKind::kATan:  // u = (pi / 2) alpha x: (alpha / 2) / (1 + u^2)
-      return {kHalfPi * alpha, -kHalfPi * alpha * v_threshold, alpha / 2, 0.0};
+      return {kHalfPi * alpha, alpha / 2, 0.0};
     case SurrogateKind::kPiecewiseQuadratic:  // u = x: max(0, alpha - alpha^2 |u|)
-      return {1.0, -v_threshold, alpha, -alpha * alpha};
+      return {1.0, alpha, -alpha * alpha};
     case SurrogateKind::kPiecewiseExp:  // u = x: (alpha / 2) 2^(-alpha log2(e) |u|)
-      return {1.0, -v_threshold, alpha / 2, -alpha * kLog2e};
+      return {1.0, alpha / 2, -alpha * kLog2e};
     case SurrogateKind::kSoftSign:  // u = x: (1 / (2 alpha)) / (1 / alpha + |u|)^2
-      return {1.0, -v_threshold, 1.0 / (2 * alpha), 1.0 / alpha};
+      return {1.0, 1.0 / (2 * alpha), 1.0 / alpha};
     case SurrogateKind::kSuperSpike:  // u = x: alpha / (1 + |u|)^2
-      return {1.0, -v_threshold, alpha, 1.0};
+      return {1.0, alpha, 1.0};
     default:  // kErf, u = alpha x: (alpha / sqrt(pi)) 2^(-log2(e) u^2)
-      return {alpha, -alpha * v_threshold, alpha * kInvSqrtPi, -kLog2e};
+      return {alpha, alpha * kInvSqrtPi, -kLog2e};
   }
 }
 
@@ -90,7 +90,7 @@ struct QifParams {
   // Backward only: dH[t]/dV[t-1] = dh_dv_slope V[t-1] + charge_v1 (dh_dv_slope = 2 a0 / tau),
   // and the surrogate's constants (surrogate_constants).
   S dh_dv_slope;
-  S sg_scale, sg_shift, sg_gain, sg_coef;
+  S sg_scale, sg_gain, sg_coef;
   bool hard_reset;
   bool detach_reset;
 
@@ -99,7 +99,7 @@ struct QifParams {
                                double v_rest, double v_reset, bool hard_reset,
                                SurrogateKind surrogate = SurrogateKind::kSigmoid,
                                double alpha = 1.0, bool detach_reset = false) {
-    const SurrogateConstants sg = surrogate_constants(surrogate, alpha, v_threshold);
+    const SurrogateConstants sg = surrogate_constants(surrogate, alpha);
     return QifParams{static_cast<S>(1.0 / tau),
                      static_cast<S>(a0 / tau),
                      static_cast<S>(1.0 - a0 * (v_rest + v_c) / tau),
@@ -108,7 +108,6 @@ struct QifParams {
                      static_cast<S>(v_reset),
                      static_cast<S>(2.0 * a0 / tau),
                      static_cast<S>(sg.scale),
-                     static_cast<S>(sg.shift),
                      static_cast<S>(sg.gain),
                      static_cast<S>(sg.coef),
                      hard_reset,
@@ -157,6 +156,8 @@ QIF_HD float qif_divide(float a, float b) {
 QIF_HD double qif_divide(double a, double b) { return a / b; }
 QIF_HD float qif_abs(float x) { return fabsf(x); }
 QIF_HD double qif_abs(double x) { return fabs(x); }
+QIF_HD bool qif_is_finite(float x) { return fabsf(x) <= FLT_MAX; }  // false for NaN too
+QIF_HD bool qif_is_finite(double x) { return fabs(x) <= DBL_MAX; }
 
 // charge: H[t] = V[t-1] + (X[t] + a0 (V[t-1] - v_rest)(V[t-1] - v_c)) / tau, expanded in V[t-1]
 // (QifParams) and evaluated as three fused multiply-adds. Only two of them lie on the chain from
@@ -203,7 +204,7 @@ QIF_HD S qif_state_after(S h, const QifParams<S>& p) {
 template <SurrogateKind kKind, typename S>
 QIF_HD S qif_surrogate_grad(S h, const QifParams<S>& p) {
   const S one = S(1);
-  const S u = p.sg_scale * h + p.sg_shift;
+  const S u = p.sg_scale * (h - p.v_threshold);
   if constexpr (kKind == SurrogateKind::kSigmoid) {
     const S s = qif_divide(one, one + qif_exp2(u));
     return p.sg_gain * (s - s * s);
@@ -223,12 +224,15 @@ QIF_HD S qif_surrogate_grad(S h, const QifParams<S>& p) {
 }
 
 // dV[t]/dH[t] through the reset, with the surrogate standing in for dS/dH.
-// detach_reset drops S's gradient in the reset only.
+// detach_reset drops S's gradient in the reset only. The hard reset's surrogate term,
+// (v_reset - H) sigma', is 0 where H is not finite (sigma' is 0 there: the limit), rather than
+// 0 * inf = NaN, as in jaxqif/reference.py.
 template <bool kHardReset, typename S>
 QIF_HD S qif_dv_dh(S h, bool spike, S surrogate_grad, const QifParams<S>& p) {
   if (kHardReset) {
     const S keep = spike ? S(0) : S(1);
-    return p.detach_reset ? keep : keep + (p.v_reset - h) * surrogate_grad;
+    const S reset_gap = qif_is_finite(h) ? p.v_reset - h : S(0);
+    return p.detach_reset ? keep : keep + reset_gap * surrogate_grad;
   }
   return p.detach_reset ? S(1) : S(1) - p.v_threshold * surrogate_grad;
 }

@@ -63,19 +63,43 @@ class NeuronConfig:
         """v_init=None starts at v_reset (0 for the soft reset)."""
         return self.v_reset if self.hard_reset else 0.0
 
+    def _folded(self) -> dict:
+        """The forward's constants in double, as cuda/qif_math.h's QifParams::from_double
+        folds them. The charge is a polynomial in v:
+        H = (charge_v2 v + charge_v1) v + (x inv_tau + charge_v0)."""
+        return dict(
+            inv_tau=1.0 / self.tau,
+            charge_v2=self.a0 / self.tau,
+            charge_v1=1.0 - self.a0 * (self.v_rest + self.v_c) / self.tau,
+            charge_v0=self.a0 * self.v_rest * self.v_c / self.tau,
+            v_threshold=self.v_threshold,
+            v_reset=self.v_reset if self.hard_reset else 0.0,
+        )
+
     def constants(self, state_dtype) -> dict:
         """The forward's constants, computed in double and rounded once to the state dtype:
-        exactly what cuda/qif_math.h's QifParams::from_double does. The charge is a polynomial
-        in v: H = (charge_v2 v + charge_v1) v + (x inv_tau + charge_v0)."""
-        c = lambda v: jnp.asarray(np.asarray(v, dtype=np.float64).astype(state_dtype))
-        return dict(
-            inv_tau=c(1.0 / self.tau),
-            charge_v2=c(self.a0 / self.tau),
-            charge_v1=c(1.0 - self.a0 * (self.v_rest + self.v_c) / self.tau),
-            charge_v0=c(self.a0 * self.v_rest * self.v_c / self.tau),
-            v_threshold=c(self.v_threshold),
-            v_reset=c(self.v_reset if self.hard_reset else 0.0),
-        )
+        exactly what the kernels use."""
+        return {name: jnp.asarray(np.float64(value).astype(state_dtype))
+                for name, value in self._folded().items()}
+
+    def check_representable(self, state_dtype) -> None:
+        """Refuses parameters whose folded constants (the kernels' and the pure-JAX path's,
+        backward ones included) are not finite in the state dtype: `a0=1e39` with float32
+        state, say, would make every potential NaN. The surrogate's constants are alpha,
+        alpha^2 and 1/alpha times factors below 2 (cuda/qif_math.h's surrogate_constants)."""
+        info = np.finfo(state_dtype)
+        alpha = self.surrogate.alpha
+        folded = self._folded() | dict(dh_dv_slope=2 * self.a0 / self.tau)
+        folded |= {"surrogate alpha^2": 2 * alpha * alpha, "surrogate 1/alpha": 2 / alpha}
+        for name, value in folded.items():
+            if not abs(value) <= float(info.max):
+                raise ValueError(
+                    f"neuron parameters out of range for {np.dtype(state_dtype).name} state: "
+                    f"the folded constant {name} = {value:.6g} is not finite in "
+                    f"{np.dtype(state_dtype).name} (tau={self.tau}, v_c={self.v_c}, a0={self.a0}, "
+                    f"v_threshold={self.v_threshold}, v_rest={self.v_rest}, "
+                    f"v_reset={self.v_reset}, surrogate={self.surrogate})"
+                )
 
 
 def _default_surrogate():

@@ -8,11 +8,13 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxqif import _library, reference
 from jaxqif._checks import static_bool
 from jaxqif._config import NeuronConfig, state_dtype
-from jaxqif.surrogate import Sigmoid, Surrogate
+from jaxqif._jax import Tracer, vary_alike
+from jaxqif.surrogate import Sigmoid, Surrogate, has_kernel_formula
 
 BACKENDS = (None, "ffi", "jax")
 _DEFAULT_SURROGATE = Sigmoid(alpha=4.0)
@@ -45,8 +47,9 @@ def qif_multistep(
     Args:
       x_seq: input current, rank >= 1, float16/bfloat16/float32/float64, time on `time_axis`;
         every other axis is an independent neuron.
-      v_init: initial membrane potential, x_seq's shape without the time axis; None starts at
-        v_reset (0 for the soft reset).
+      v_init: initial membrane potential: an array that broadcasts to x_seq's shape without the
+        time axis (a scalar, one value per feature, or one per neuron); None starts at v_reset
+        (0 for the soft reset).
       tau, v_c, a0, v_threshold, v_rest, v_reset: static neuron parameters (Python numbers).
       surrogate: a `jaxqif.surrogate` instance; its derivative replaces dS/dH in the backward.
       detach_reset: drop the spike's gradient in the reset (not in the output spikes).
@@ -74,16 +77,13 @@ def qif_multistep(
     if x_seq.shape[time_axis] == 0:
         raise ValueError(f"x_seq must have at least one time step, got T = 0 on axis {time_axis}")
     st = state_dtype(x_seq.dtype)
+    config.check_representable(st)
     neuron_shape = x_seq.shape[:time_axis] + x_seq.shape[time_axis + 1 :]
     if v_init is not None:
-        v_init = _check_input("v_init", v_init)
-        if v_init.shape != neuron_shape:
-            raise ValueError(
-                f"v_init must have x_seq's shape without the time axis, {neuron_shape}, "
-                f"got {v_init.shape}"
-            )
-        v_init = v_init.astype(st)
-    default_start = lambda: jnp.full(neuron_shape, config.default_v_init, st)
+        v_init = _broadcast_state("v_init", v_init, neuron_shape,
+                                  "x_seq's shape without the time axis", st)
+    # (made like x_seq, so that inside shard_map it varies over the same mesh axes)
+    default_start = lambda: lax.full_like(x_seq, config.default_v_init, st, neuron_shape)
 
     if np.prod(neuron_shape, dtype=np.int64) == 0:  # no neurons: nothing to launch
         v_seq = jnp.zeros(x_seq.shape, st) if store_v_seq else None
@@ -92,6 +92,7 @@ def qif_multistep(
 
     if _resolve_backend(backend, config.surrogate, x_seq) == "jax":
         v_init = default_start() if v_init is None else v_init
+        x_seq, v_init = vary_alike(x_seq, v_init)  # one carry type for the scan in shard_map
         return reference.multistep(config, x_seq, v_init, time_axis, store_v_seq)
     from jaxqif.autodiff import fused_multistep
 
@@ -114,8 +115,9 @@ def qif_step(
 ):
     """One QIF step in pure JAX: (x, v) -> (spike in x's dtype, v_next in the state dtype).
 
-    `v=None` starts from v_reset (0 for the soft reset). Same parameters and semantics as
-    `qif_multistep`; the surrogate's derivative is the spike's gradient.
+    `v=None` starts from v_reset (0 for the soft reset); `v` broadcasts to x's shape. Same
+    parameters and semantics as `qif_multistep`; the surrogate's derivative is the spike's
+    gradient.
     """
     config = NeuronConfig(
         tau=tau, v_c=v_c, a0=a0, v_threshold=v_threshold, v_rest=v_rest, v_reset=v_reset,
@@ -123,13 +125,12 @@ def qif_step(
     )
     x = _check_input("x", x)
     st = state_dtype(x.dtype)
+    config.check_representable(st)
     if v is None:
-        v = jnp.full(x.shape, config.default_v_init, st)
+        v = lax.full_like(x, config.default_v_init, st)
     else:
-        v = _check_input("v", v)
-        if v.shape != x.shape:
-            raise ValueError(f"v must have x's shape {x.shape}, got {v.shape}")
-        v = v.astype(st)
+        v = _broadcast_state("v", v, x.shape, "x's shape", st)
+    x, v = vary_alike(x, v)
     spike, v_next = reference.step(config, x.astype(st), v)
     return spike.astype(x.dtype), v_next
 
@@ -145,9 +146,24 @@ def _check_input(name: str, value):
     return jnp.asarray(value)
 
 
+def _broadcast_state(name: str, value, shape: tuple, shape_name: str, st):
+    """A membrane potential given by the user: checked, in the state dtype, broadcast
+    numpy-style to `shape` (autodiff sums its gradient back to the shape it had)."""
+    value = _check_input(name, value)
+    try:
+        fits = np.broadcast_shapes(value.shape, shape) == tuple(shape)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"{name} must broadcast to {shape_name}, {tuple(shape)}, got shape {value.shape}"
+        )
+    return jnp.broadcast_to(value.astype(st), shape)
+
+
 def _normalize_axis(time_axis, ndim: int) -> int:
     if isinstance(time_axis, (bool, np.bool_)) or not isinstance(time_axis, (int, np.integer)):
-        if isinstance(time_axis, jax.core.Tracer):
+        if isinstance(time_axis, Tracer):
             raise TypeError("time_axis must be a static Python int, got a JAX tracer")
         raise TypeError(f"time_axis must be an int, got {type(time_axis).__name__}")
     time_axis = operator.index(time_axis)
@@ -160,7 +176,7 @@ def _platform_of(x) -> str:
     """The platform the computation will run on: x's device if it is a concrete array, else
     JAX's default backend. ("gpu" means CUDA here: the only GPU kernels are CUDA ones.)"""
     platform = None
-    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
+    if isinstance(x, jax.Array) and not isinstance(x, Tracer):
         try:
             platform = next(iter(x.devices())).platform
         except Exception:  # deleted or abstract arrays: fall back to the default backend
@@ -178,24 +194,22 @@ def _warn_once(key: str, message: str):
 def _resolve_backend(backend, surrogate: Surrogate, x) -> str:
     if backend == "jax":
         return "jax"
-    has_kernel_formula = hasattr(type(surrogate), "kernel_id")
+    kernel_formula = has_kernel_formula(surrogate)
     platform = _platform_of(x)
-    built = platform in _library._LIBRARIES and _library.load(platform)
+    built = _library.load(platform)
     if backend == "ffi":
-        if not has_kernel_formula:
+        if not kernel_formula:
             raise ValueError(
-                f"surrogate {type(surrogate).__name__} has no fused-kernel formula; "
-                "use backend='jax' for custom surrogates"
+                f"surrogate {type(surrogate).__name__} has no fused-kernel formula (only "
+                "jaxqif.surrogate's own classes have one, not their subclasses); use "
+                "backend='jax' for custom surrogates"
             )
         if not built:
-            raise RuntimeError(
-                f"jaxqif: backend='ffi' but no kernel was built for platform '{platform}'; "
-                + (_library.BUILD_HINT if platform == "cuda" else "use backend='jax'")
-            )
+            raise RuntimeError(f"jaxqif: backend='ffi', but {_library.unavailable_reason(platform)}")
         return "ffi"
-    if not has_kernel_formula:
+    if not kernel_formula:
         _warn_once(
-            f"surrogate:{type(surrogate).__name__}",
+            f"surrogate:{type(surrogate).__qualname__}",
             f"jaxqif: surrogate {type(surrogate).__name__} has no fused-kernel formula; "
             "running the (much slower) pure-JAX path. Pass backend='jax' to silence this.",
         )
@@ -203,10 +217,8 @@ def _resolve_backend(backend, surrogate: Surrogate, x) -> str:
     if not built:
         _warn_once(
             f"platform:{platform}",
-            f"jaxqif: no fused kernel was built for platform '{platform}'; running the (much "
-            "slower) pure-JAX path. "
-            + (_library.BUILD_HINT if platform == "cuda"
-               else "Pass backend='jax' to silence this."),
+            f"jaxqif: running the (much slower) pure-JAX path on {platform}: "
+            f"{_library.unavailable_reason(platform)}. Pass backend='jax' to silence this.",
         )
         return "jax"
     return "ffi"

@@ -23,7 +23,14 @@ def step(config: NeuronConfig, x: jax.Array, v: jax.Array):
     spike = config.surrogate(h - k["v_threshold"])
     spike_in_reset = lax.stop_gradient(spike) if config.detach_reset else spike
     if config.hard_reset:
-        v_next = spike_in_reset * k["v_reset"] + (1 - spike_in_reset) * h
+        # A neuron that fires starts again at v_reset, whatever H was: SpikingJelly's
+        # S v_reset + (1 - S) H, but for H = +-inf, where that is 0 * inf = NaN. Its gradient
+        # is the formula's, (1 - S) + (v_reset - H) sigma', with the reset term 0 where H is
+        # not finite (sigma' is 0 there: the limit), as in the kernels (qif_dv_dh).
+        fired = lax.stop_gradient(spike) > 0
+        reset_gap = jnp.where(jnp.isfinite(h), k["v_reset"] - h, 0)
+        v_next = (jnp.where(fired, k["v_reset"], h)
+                  + (spike_in_reset - lax.stop_gradient(spike_in_reset)) * reset_gap)
     else:
         v_next = h - spike_in_reset * k["v_threshold"]
     return spike, v_next

@@ -3,7 +3,8 @@
 Each surrogate is a frozen, hashable dataclass, so it can be a static argument of `jax.jit` or a
 field of a Flax module. Called on an array it is a Heaviside step whose gradient is the surrogate
 derivative, for use in pure-JAX code; `derivative` is the formula itself, and `kernel_id` names
-the same formula in the fused kernels (cuda/qif_math.h).
+the same formula in the fused kernels (cuda/qif_math.h), for these classes only (not subclasses:
+`has_kernel_formula`).
 """
 
 from __future__ import annotations
@@ -146,3 +147,10 @@ class Erf(Surrogate):
 
 
 ALL = (Sigmoid, ATan, PiecewiseQuadratic, PiecewiseExp, SoftSign, SuperSpike, Erf)
+
+
+def has_kernel_formula(surrogate: Surrogate) -> bool:
+    """Whether the fused kernels compute this surrogate's derivative: only for the classes above
+    themselves. A subclass inherits `kernel_id` but may override `derivative`, which the kernels
+    would silently ignore, so it takes the pure-JAX path like any custom surrogate."""
+    return type(surrogate) in ALL
