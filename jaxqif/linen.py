@@ -31,19 +31,13 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxqif._checks import static_bool
-from jaxqif._config import NeuronConfig
+from jaxqif._layers import check_carry_dtype, initial_carry, neuron_params
 from jaxqif.api import qif_multistep, qif_step
 from jaxqif.surrogate import Sigmoid, Surrogate
 
 __all__ = ["QIF", "QIFCell"]
-
-# The fields shared by every QIF layer and cell, passed on as they are to the functional API.
-_NEURON_PARAMS = (
-    "tau", "v_c", "a0", "v_threshold", "v_rest", "v_reset", "surrogate", "detach_reset"
-)
 
 
 class QIF(nn.Module):
@@ -85,7 +79,7 @@ class QIF(nn.Module):
         spikes, v_final, v_seq = qif_multistep(
             x_seq,
             v_init,
-            **_neuron_params(self),
+            **neuron_params(self),
             store_v_seq=self.store_v_seq,
             time_axis=self.time_axis,
             backend=self.backend,
@@ -122,8 +116,8 @@ class QIFCell(nn.RNNCellBase):
 
     def __call__(self, carry, x_t):
         """One step from membrane potential `carry` with input `x_t`: returns (carry, spike)."""
-        spike, v_next = qif_step(x_t, carry, **_neuron_params(self))
-        _check_carry_dtype(carry, v_next)
+        spike, v_next = qif_step(x_t, carry, **neuron_params(self))
+        check_carry_dtype(carry, v_next)
         return v_next, spike
 
     @nn.nowrap
@@ -133,40 +127,10 @@ class QIFCell(nn.RNNCellBase):
         `rng` is unused (the carry is deterministic); it is part of `nn.RNNCellBase`'s signature.
         """
         del rng
-        return _initial_carry(self, input_shape)
+        return initial_carry(self, input_shape)
 
     @property
     def num_feature_axes(self) -> int:
         """One: `nn.RNN` finds time just before the last axis (batch-major) or first
         (`time_major=True`, which also suits inputs with several feature axes)."""
         return 1
-
-
-def _neuron_params(layer) -> dict:
-    """The neuron fields of a QIF layer or cell (Linen or NNX), as keyword arguments of
-    `qif_multistep` and `qif_step`. Shared with jaxqif.nnx."""
-    return {name: getattr(layer, name) for name in _NEURON_PARAMS}
-
-
-def _initial_carry(cell, input_shape) -> jax.Array:
-    """The resting potential, v_reset (0 for the soft reset), in the shape of one step's input
-    and the cell's carry_dtype. Shared with jaxqif.nnx."""
-    config = NeuronConfig(**_neuron_params(cell))  # checks the fields, as a step would
-    carry_dtype = np.dtype(cell.carry_dtype)
-    if carry_dtype not in (np.float32, np.float64):
-        raise ValueError(
-            "carry_dtype must be float32 (the state of float16/bfloat16/float32 inputs) or "
-            f"float64 (the state of float64 inputs), got {carry_dtype}"
-        )
-    return jnp.full(tuple(input_shape), config.default_v_init, carry_dtype)
-
-
-def _check_carry_dtype(carry, v_next) -> None:
-    """Refuses a step that changed the carry's dtype (a float32 carry with float64 inputs, say):
-    a scan over time would reject it with a far less clear error. Shared with jaxqif.nnx."""
-    carry_dtype, expected = jnp.asarray(carry).dtype, v_next.dtype
-    if carry_dtype != expected:
-        raise TypeError(
-            f"QIFCell carry must be the inputs' state dtype {expected}, got {carry_dtype}; "
-            f"build the cell with carry_dtype=jnp.{expected.name} or pass a matching initial carry"
-        )

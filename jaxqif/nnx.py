@@ -36,8 +36,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxqif._checks import static_bool
+from jaxqif._layers import check_carry_dtype, initial_carry, neuron_params
 from jaxqif.api import qif_multistep, qif_step
-from jaxqif.linen import _check_carry_dtype, _initial_carry, _neuron_params
 from jaxqif.surrogate import Sigmoid, Surrogate
 
 __all__ = ["QIF", "QIFCell"]
@@ -100,7 +100,7 @@ class QIF(nnx.Module):
         spikes, v_final, v_seq = qif_multistep(
             x_seq,
             v_init,
-            **_neuron_params(self),
+            **neuron_params(self),
             store_v_seq=self.store_v_seq,
             time_axis=self.time_axis,
             backend=self.backend,
@@ -150,8 +150,8 @@ class QIFCell(nnx.RNNCellBase):
 
     def __call__(self, carry, x_t):
         """One step from membrane potential `carry` with input `x_t`: returns (carry, spike)."""
-        spike, v_next = qif_step(x_t, carry, **_neuron_params(self))
-        _check_carry_dtype(carry, v_next)
+        spike, v_next = qif_step(x_t, carry, **neuron_params(self))
+        check_carry_dtype(carry, v_next)
         return v_next, spike
 
     def initialize_carry(self, input_shape: tuple[int, ...], rngs=None) -> jax.Array:
@@ -160,7 +160,7 @@ class QIFCell(nnx.RNNCellBase):
         `rngs` is unused (the carry is deterministic); `nnx.RNN` passes it.
         """
         del rngs
-        return _initial_carry(self, input_shape)
+        return initial_carry(self, input_shape)
 
     @property
     def num_feature_axes(self) -> int:

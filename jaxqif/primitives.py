@@ -227,10 +227,12 @@ def _backward_batching(args, dims, *, config, time_axis, has_grad_spikes, has_gr
     return outs, [seq_dim, neuron_dim][: len(outs)]
 
 
-def _backward_jvp(primals, tangents, **params):
+def _no_jvp(primals, tangents, **params):
+    """The kernels are differentiated only through the custom VJP of jaxqif/autodiff.py; a
+    primitive differentiated itself means a derivative of that derivative."""
     raise NotImplementedError(
-        "jaxqif: the fused path's backward (BPTT kernel) is not differentiable: gradients of "
-        "gradients (e.g. jax.grad of jax.grad, jax.hessian) need backend='jax'"
+        "jaxqif: the fused path is differentiated once, in reverse mode (its BPTT kernel): "
+        "gradients of gradients (e.g. jax.grad of jax.grad, jax.hessian) need backend='jax'"
     )
 
 
@@ -349,4 +351,4 @@ for _primitive, _kernel_primitive, _abstract_eval, _lowering, _batching in (
     for _platform in _library.LIBRARIES:
         mlir.register_lowering(_kernel_primitive, _kernel_lowering(_platform, _lowering),
                                platform=_platform)
-_jax.register_jvp_rule(backward_p, _backward_jvp)
+    _jax.register_jvp_rule(_primitive, _no_jvp)

@@ -304,3 +304,15 @@ def test_every_entry_point_has_the_model_defaults():
     for module in (qif_linen.QIF, qif_linen.QIFCell):
         fields = {f.name: f.default for f in dataclasses.fields(module)}
         assert {name: fields[name] for name in model} == model, module.__name__
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_layers_take_a_broadcast_v_init(backend):
+    """A scalar or per-feature v_init, as in qif_multistep, for Linen and NNX alike."""
+    x = sequence((6, 3, 5), time_axis=0)
+    for v_init in (jnp.float32(0.2), jnp.linspace(-0.1, 0.5, 5, dtype=jnp.float32)):
+        full = jnp.broadcast_to(v_init, (3, 5))
+        linen_layer = qif_linen.QIF(backend=backend)
+        assert_same(linen_layer.apply({}, x, v_init), linen_layer.apply({}, x, full))
+        nnx_layer = qif_nnx.QIF(backend=backend)
+        assert_same(nnx_layer(x, v_init), nnx_layer(x, full))

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import jaxqif
+import test_hardening
 from helpers import DTYPES, SURROGATES, TOLERANCES, assert_close, loss_and_grads, make_inputs
 
 pytestmark = pytest.mark.gpu
@@ -171,3 +172,19 @@ def test_default_start_matches_cpu_kernel(layout, v_reset, dtype):
     np.testing.assert_array_equal(vf, vf_c)
     np.testing.assert_array_equal(vs, vs_c)
     assert_close(gx, gx_c, TOLERANCES[jnp.dtype(dtype)]["grad"], "grad x_seq")
+
+
+@pytest.mark.parametrize("where", ["x", "v_init"])
+@pytest.mark.parametrize("v_reset", [-0.1, None], ids=["hard", "soft"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
+def test_non_finite_values_agree_across_backends_on_gpu(dtype, v_reset, where):
+    with jax.default_device(_gpu()):
+        test_hardening.test_non_finite_values_agree_across_backends(dtype, v_reset, where)
+
+
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=lambda s: type(s).__name__)
+@pytest.mark.parametrize("v_threshold", [1.0, 1e4, 1e5])
+def test_surrogate_gradient_accuracy_on_gpu(surrogate, v_threshold):
+    with jax.default_device(_gpu()):
+        test_hardening.test_surrogate_gradient_accuracy_does_not_degrade_with_the_threshold(
+            surrogate, v_threshold)
