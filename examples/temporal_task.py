@@ -23,8 +23,14 @@ last-bit rounding differences grow over training.) The recurrent network is trai
 either way. Each run reports test accuracy against chance and the mean time per training step
 after compilation.
 
+`--learnable tau,v_threshold` also trains those neuron parameters of the feed-forward
+network's QIF layers, one value per neuron of the layer (its features), starting at the
+configured numbers; the fused kernels compute their gradients (`jaxqif.linen.QIF`'s
+`learnable`).
+
     python examples/temporal_task.py                  # both paths: ~80 s on 2 CPU cores
     python examples/temporal_task.py --backend ffi    # the fused kernel only
+    python examples/temporal_task.py --backend ffi --learnable tau,v_threshold
 """
 
 from __future__ import annotations
@@ -122,14 +128,16 @@ class FeedForwardSNN(nn.Module):
 
     hidden: int
     backend: str | None = None
+    learnable: tuple[str, ...] = ()  # neuron parameters trained per feature
 
     @nn.compact
     def __call__(self, spikes):  # [batch, time, channels]
         # Batch-major data, so the QIF layers take time on axis 1.
+        qif = lambda: QIF(tau=TAU, time_axis=1, backend=self.backend, learnable=self.learnable)
         x = nn.Dense(self.hidden, kernel_init=INPUT_WEIGHT_INIT)(spikes)
-        x = QIF(tau=TAU, time_axis=1, backend=self.backend)(x)
+        x = qif()(x)
         x = nn.Dense(self.hidden, kernel_init=HIDDEN_WEIGHT_INIT)(x)
-        x = QIF(tau=TAU, time_axis=1, backend=self.backend)(x)
+        x = qif()(x)
         return nn.Dense(NUM_CLASSES)(x.sum(axis=1))  # readout of spike counts: [batch, classes]
 
 
@@ -272,6 +280,11 @@ def parse_args(argv):
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the data, initialization and shuffling")
     parser.add_argument(
+        "--learnable", default="",
+        help="comma-separated neuron parameters the feed-forward network trains per feature, "
+        "e.g. tau,v_threshold (default: none)",
+    )
+    parser.add_argument(
         "--smoke", action="store_true",
         help="a quick check: tiny data and network, one epoch of two batches "
         "(overrides --epochs)",
@@ -279,6 +292,7 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error("--epochs must be >= 1")
+    args.learnable = tuple(name for name in args.learnable.split(",") if name)
     return args
 
 
@@ -296,18 +310,21 @@ def main(argv=None) -> dict:
           f"chance {1 / NUM_CLASSES:.2f}")
 
     backends = ("ffi", "jax") if args.backend == "both" else (args.backend,)
-    runs = {f"feed-forward, {b}": FeedForwardSNN(size.hidden, backend=b) for b in backends}
+    learned = f", learnable {','.join(args.learnable)}" if args.learnable else ""
+    runs = {f"feed-forward, {b}{learned}": FeedForwardSNN(size.hidden, b, args.learnable)
+            for b in backends}
     runs["recurrent, QIFCell in nn.RNN"] = RecurrentSNN(size.hidden)
 
     results = {}
     for name, model in runs.items():
         results[name] = train_and_evaluate(name, model, data, size, epochs, args.seed)
     for name, result in results.items():
-        print(f"{name:30s} test accuracy {result['test_accuracy']:.3f} "
+        print(f"{name:40s} test accuracy {result['test_accuracy']:.3f} "
               f"(chance {1 / NUM_CLASSES:.2f}), "
               f"{1e3 * result['seconds_per_step']:.1f} ms/train step")
     if args.backend == "both":
-        ffi, jax_path = results["feed-forward, ffi"], results["feed-forward, jax"]
+        ffi = results[f"feed-forward, ffi{learned}"]
+        jax_path = results[f"feed-forward, jax{learned}"]
         print(f"fused kernel vs pure-JAX path: "
               f"{jax_path['seconds_per_step'] / ffi['seconds_per_step']:.2f}x per train step")
     return results

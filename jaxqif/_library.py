@@ -26,8 +26,13 @@ import threading
 
 import jax
 
+# v2: neuron parameters as numbers (attributes); v3: the same, and any of them as arrays
+# (operands), with their gradients. A call with numbers only uses v2, so its program is the same
+# as before array parameters existed; v3 is what a call with arrays needs.
 FORWARD_TARGET = "jaxqif_forward_v2"
 BACKWARD_TARGET = "jaxqif_backward_v2"
+FORWARD_TARGET_V3 = "jaxqif_forward_v3"
+BACKWARD_TARGET_V3 = "jaxqif_backward_v3"
 
 BUILD_HINT = (
     "reinstall jaxqif from source on a machine with the CUDA toolkit (nvcc) so that its CUDA "
@@ -112,8 +117,11 @@ def unavailable_reason(platform: str) -> str:
                 f"{error}); reinstall jaxqif on this machine so that it is rebuilt")
     if platform == "cuda":
         return f"no CUDA kernel was built; {BUILD_HINT}"
+    folders = ", ".join(map(str, _package_dirs()))
     return (f"jaxqif's {platform} library ({LIBRARIES[platform].filename}) is missing from its "
-            "package folders; reinstall jaxqif")
+            f"package folder ({folders}); if that is a source checkout, jaxqif was imported from "
+            "it rather than from where pip installed it: run from another directory, or install "
+            "it in place (`pip install -e .`); else reinstall jaxqif")
 
 
 def may_be_used(platform: str) -> bool:

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxqif import _library, reference
+from jaxqif import _library, _params, reference
 from jaxqif._checks import static_bool
-from jaxqif._config import NeuronConfig, state_dtype
+from jaxqif._config import NeuronConfig, fold, state_dtype
 from jaxqif._jax import Tracer, vary_alike
 from jaxqif.surrogate import Sigmoid, Surrogate, has_kernel_formula
 
@@ -25,12 +25,12 @@ def qif_multistep(
     x_seq,
     v_init=None,
     *,
-    tau: float = 2.0,
-    v_c: float = 0.8,
-    a0: float = 1.0,
-    v_threshold: float = 1.0,
-    v_rest: float = 0.0,
-    v_reset: float | None = -0.1,
+    tau: float | jax.Array = 2.0,
+    v_c: float | jax.Array = 0.8,
+    a0: float | jax.Array = 1.0,
+    v_threshold: float | jax.Array = 1.0,
+    v_rest: float | jax.Array = 0.0,
+    v_reset: float | jax.Array | None = -0.1,
     surrogate: Surrogate = _DEFAULT_SURROGATE,
     detach_reset: bool = False,
     store_v_seq: bool = False,
@@ -50,7 +50,13 @@ def qif_multistep(
       v_init: initial membrane potential: an array that broadcasts to x_seq's shape without the
         time axis (a scalar, one value per feature, or one per neuron); None starts at v_reset
         (0 for the soft reset).
-      tau, v_c, a0, v_threshold, v_rest, v_reset: static neuron parameters (Python numbers).
+      tau, v_c, a0, v_threshold, v_rest, v_reset: neuron parameters, each a Python number (a
+        static constant of the kernel) or an array that broadcasts to the neurons (x_seq's shape
+        without the time axis: one value per feature, per neuron, ...), which may be traced
+        and gets a gradient. Rules: finite, tau > 1, a0 > 0, and for the hard reset
+        v_threshold > v_reset, v_rest >= v_reset; concrete arrays are checked elementwise,
+        traced ones under `jax.experimental.checkify.checkify`. v_reset=None (a number, not
+        an array) selects the soft reset.
       surrogate: a `jaxqif.surrogate` instance; its derivative replaces dS/dH in the backward.
       detach_reset: drop the spike's gradient in the reset (not in the output spikes).
       store_v_seq: also return V after every step's reset.
@@ -63,10 +69,8 @@ def qif_multistep(
       (spike_seq, v_final, v_seq): spikes in x_seq's dtype; v_final and v_seq (None unless
       store_v_seq) in float32 for float16/bfloat16/float32 inputs, float64 for float64.
     """
-    config = NeuronConfig(
-        tau=tau, v_c=v_c, a0=a0, v_threshold=v_threshold, v_rest=v_rest, v_reset=v_reset,
-        surrogate=surrogate, detach_reset=detach_reset,
-    )
+    config, raw_arrays = _neuron(dict(tau=tau, v_c=v_c, a0=a0, v_threshold=v_threshold,
+                                      v_rest=v_rest, v_reset=v_reset), surrogate, detach_reset)
     store_v_seq = static_bool("store_v_seq", store_v_seq)
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -79,9 +83,12 @@ def qif_multistep(
     st = state_dtype(x_seq.dtype)
     config.check_representable(st)
     neuron_shape = x_seq.shape[:time_axis] + x_seq.shape[time_axis + 1 :]
+    arrays = _prepare_arrays(config, raw_arrays, neuron_shape, st)
     if v_init is not None:
         v_init = _broadcast_state("v_init", v_init, neuron_shape,
                                   "x_seq's shape without the time axis", st)
+    elif "v_reset" in arrays:  # the default start is v_reset, here an array with a gradient
+        v_init = jnp.broadcast_to(arrays["v_reset"], neuron_shape)
     # (made like x_seq, so that inside shard_map it varies over the same mesh axes)
     default_start = lambda: lax.full_like(x_seq, config.default_v_init, st, neuron_shape)
 
@@ -92,12 +99,15 @@ def qif_multistep(
 
     if _resolve_backend(backend, config.surrogate, x_seq) == "jax":
         v_init = default_start() if v_init is None else v_init
-        x_seq, v_init = vary_alike(x_seq, v_init)  # one carry type for the scan in shard_map
-        return reference.multistep(config, x_seq, v_init, time_axis, store_v_seq)
+        # one carry type for the scan in shard_map
+        x_seq, v_init, *values = vary_alike(x_seq, v_init, *arrays.values())
+        return reference.multistep(config, x_seq, v_init, time_axis, store_v_seq,
+                                   dict(zip(arrays, values)))
     from jaxqif.autodiff import fused_multistep
 
     # The kernels start from the default themselves: no array of it is filled or read.
-    return fused_multistep(config, time_axis, store_v_seq)(x_seq, v_init)
+    compact = [_params.compact(arrays[name], neuron_shape) for name in config.array_names]
+    return fused_multistep(config, time_axis, store_v_seq)(x_seq, v_init, *compact)
 
 
 def qif_step(
@@ -116,22 +126,24 @@ def qif_step(
     """One QIF step in pure JAX: (x, v) -> (spike in x's dtype, v_next in the state dtype).
 
     `v=None` starts from v_reset (0 for the soft reset); `v` broadcasts to x's shape. Same
-    parameters and semantics as `qif_multistep`; the surrogate's derivative is the spike's
-    gradient.
+    parameters (numbers or arrays that broadcast to x's shape) and semantics as
+    `qif_multistep`; the surrogate's derivative is the spike's gradient.
     """
-    config = NeuronConfig(
-        tau=tau, v_c=v_c, a0=a0, v_threshold=v_threshold, v_rest=v_rest, v_reset=v_reset,
-        surrogate=surrogate, detach_reset=detach_reset,
-    )
+    config, raw_arrays = _neuron(dict(tau=tau, v_c=v_c, a0=a0, v_threshold=v_threshold,
+                                      v_rest=v_rest, v_reset=v_reset), surrogate, detach_reset)
     x = _check_input("x", x)
     st = state_dtype(x.dtype)
     config.check_representable(st)
-    if v is None:
-        v = lax.full_like(x, config.default_v_init, st)
-    else:
+    arrays = _prepare_arrays(config, raw_arrays, x.shape, st)
+    if v is not None:
         v = _broadcast_state("v", v, x.shape, "x's shape", st)
-    x, v = vary_alike(x, v)
-    spike, v_next = reference.step(config, x.astype(st), v)
+    elif "v_reset" in arrays:
+        v = jnp.broadcast_to(arrays["v_reset"], x.shape)
+    else:
+        v = lax.full_like(x, config.default_v_init, st)
+    x, v, *values = vary_alike(x, v, *arrays.values())
+    constants = config.constants(st, dict(zip(arrays, values)))
+    spike, v_next = reference.step(config, x.astype(st), v, constants)
     return spike.astype(x.dtype), v_next
 
 
@@ -144,6 +156,45 @@ def _check_input(name: str, value):
             f"{name} must be float16, bfloat16, float32 or float64, got {dtype}"
         )
     return jnp.asarray(value)
+
+
+def _neuron(values: dict, surrogate, detach_reset) -> tuple[NeuronConfig, dict]:
+    """The static config, and the parameters given as arrays (as given)."""
+    arrays = {name: value for name, value in values.items() if _params.is_array(value)}
+    if "v_reset" in arrays and arrays["v_reset"] is None:
+        arrays.pop("v_reset")
+    static = {name: _params.PER_NEURON if name in arrays else value
+              for name, value in values.items()}
+    return NeuronConfig(**static, surrogate=surrogate, detach_reset=detach_reset), arrays
+
+
+def _prepare_arrays(config: NeuronConfig, raw: dict, neuron_shape: tuple, st) -> dict:
+    """The array parameters in the state dtype, their shapes checked against the neurons and
+    their values against the rules: elementwise where concrete, under checkify where traced."""
+    arrays = {}
+    for name, value in raw.items():
+        array = _params.as_array(name, value, st)
+        _params.check_broadcast(name, array, neuron_shape)
+        arrays[name] = array
+    concrete = {n: np.asarray(a) for n, a in arrays.items() if _params.is_concrete(a)}
+    for name, value in concrete.items():
+        _params.check_concrete(name, value, st)
+    static = {n: np.asarray(v, st) for n, v in config.static_values().items()}
+    _params.check_relations({**static, **concrete}, config.hard_reset, neuron_shape)
+    if arrays and len(concrete) == len(arrays):  # the folded constants, finite in st
+        with np.errstate(all="ignore"):
+            values = {**static, **concrete}
+            folded = fold(*(values.get(n, np.zeros((), st)) for n in _params.NAMES))
+        for name, value in folded.items():
+            if not np.all(np.isfinite(value)):
+                raise ValueError(
+                    f"neuron parameters out of range for {np.dtype(st).name} state: the folded "
+                    f"constant {name} is not finite in {np.dtype(st).name} for some neurons "
+                    f"(first at {np.argwhere(~np.isfinite(np.broadcast_to(value, neuron_shape)))[0]})")
+    traced = {n: a for n, a in arrays.items() if n not in concrete}
+    if traced:
+        _params.debug_checks(traced, {**static, **concrete}, config.hard_reset)
+    return arrays
 
 
 def _broadcast_state(name: str, value, shape: tuple, shape_name: str, st):

@@ -33,7 +33,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxqif._checks import static_bool
-from jaxqif._layers import check_carry_dtype, initial_carry, neuron_params
+from jaxqif._layers import (
+    check_carry_dtype, check_learnable, feature_count, initial_carry, learned_values,
+    neuron_params, unconstrained_start,
+)
 from jaxqif.api import qif_multistep, qif_step
 from jaxqif.surrogate import Sigmoid, Surrogate
 
@@ -51,14 +54,30 @@ class QIF(nn.Module):
     With `store_v_seq=True` the potential after every step's reset is sown as
     `intermediates/v_seq` (read it with `apply(..., mutable=["intermediates"])`).
 
+    With `learnable=("tau", "v_threshold")`, say, those parameters are trained, one value per
+    feature (along `param_axis` of x_seq), and the fused kernels compute their gradients. They
+    live in `params` under their own names, stored unconstrained and mapped to valid values at
+    every call (tau = 1 + exp(-w), a0 = softplus(w), v_threshold and v_rest = v_reset +
+    softplus(w) with the hard reset; jaxqif/_layers.py), starting at the configured numbers.
+
+    Example::
+
+        layer = QIF(learnable=("tau", "v_threshold"))      # per feature, the last axis
+        variables = layer.init(jax.random.key(0), x_seq)  # params: {"tau": (F,), ...}
+        spikes = layer.apply(variables, x_seq)
+
     Attributes:
       tau, v_c, a0, v_threshold, v_rest, v_reset: neuron parameters (`v_reset=None`: soft
-        reset), as in `jaxqif.qif_multistep`.
+        reset), as in `jaxqif.qif_multistep`; the starting values of learnable ones.
       surrogate: a `jaxqif.surrogate` instance, the spike's gradient.
       detach_reset: drop the spike's gradient in the reset.
       time_axis: the time axis of x_seq (default 0: time-major).
       store_v_seq: sow the membrane-potential trajectory into `intermediates`.
       backend: None (the platform's fused kernel), "ffi" or "jax", as in `qif_multistep`.
+      learnable: names of the neuron parameters to train (default none).
+      param_axis: the axis of x_seq the learnable parameters vary along (default -1, the
+        features); None for one value shared by every neuron.
+      param_dtype: dtype of the stored learnable parameters (float32).
     """
 
     tau: float = 2.0
@@ -72,14 +91,18 @@ class QIF(nn.Module):
     time_axis: int = 0
     store_v_seq: bool = False
     backend: str | None = None
+    learnable: tuple[str, ...] = ()
+    param_axis: int | None = -1
+    param_dtype: Any = jnp.float32
 
+    @nn.compact
     def __call__(self, x_seq, v_init=None, *, return_state: bool = False):
         """Runs the neurons over x_seq from v_init; returns spikes, or (spikes, v_final)."""
         return_state = static_bool("return_state", return_state)
         spikes, v_final, v_seq = qif_multistep(
             x_seq,
             v_init,
-            **neuron_params(self),
+            **_with_learned(self, jnp.shape(x_seq), self.time_axis),
             store_v_seq=self.store_v_seq,
             time_axis=self.time_axis,
             backend=self.backend,
@@ -102,6 +125,8 @@ class QIFCell(nn.RNNCellBase):
       carry_dtype: dtype of the carry `initialize_carry` makes: float32, or float64 for float64
         inputs (the state dtype must match the inputs, and `nn.RNN` only tells the cell their
         shape).
+      learnable, param_axis, param_dtype: as in `QIF` (param_axis counts the axes of one
+        step's input).
     """
 
     tau: float = 2.0
@@ -113,10 +138,14 @@ class QIFCell(nn.RNNCellBase):
     surrogate: Surrogate = Sigmoid(alpha=4.0)
     detach_reset: bool = False
     carry_dtype: Any = jnp.float32
+    learnable: tuple[str, ...] = ()
+    param_axis: int | None = -1
+    param_dtype: Any = jnp.float32
 
+    @nn.compact
     def __call__(self, carry, x_t):
         """One step from membrane potential `carry` with input `x_t`: returns (carry, spike)."""
-        spike, v_next = qif_step(x_t, carry, **neuron_params(self))
+        spike, v_next = qif_step(x_t, carry, **_with_learned(self, jnp.shape(x_t), None))
         check_carry_dtype(carry, v_next)
         return v_next, spike
 
@@ -134,3 +163,18 @@ class QIFCell(nn.RNNCellBase):
         """One: `nn.RNN` finds time just before the last axis (batch-major) or first
         (`time_major=True`, which also suits inputs with several feature axes)."""
         return 1
+
+
+def _with_learned(layer: nn.Module, x_shape: tuple, time_axis: int | None) -> dict:
+    """The layer's neuron parameters, its learnable ones (created in `params` on first use)
+    given as arrays."""
+    params = neuron_params(layer)
+    learnable = check_learnable(layer)
+    if not learnable:
+        return params
+    features = feature_count(x_shape, layer.param_axis, time_axis)
+    shape = () if features is None else (features,)
+    stored = {name: layer.param(name, lambda key, shape, name=name: jnp.full(
+        shape, unconstrained_start(layer, name), layer.param_dtype), shape)
+        for name in learnable}
+    return params | learned_values(layer, stored, x_shape, time_axis)

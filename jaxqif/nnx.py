@@ -36,7 +36,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxqif._checks import static_bool
-from jaxqif._layers import check_carry_dtype, initial_carry, neuron_params
+from jaxqif._layers import (
+    check_carry_dtype, check_learnable, feature_count, initial_carry, learned_values,
+    neuron_params, unconstrained_start,
+)
 from jaxqif.api import qif_multistep, qif_step
 from jaxqif.surrogate import Sigmoid, Surrogate
 
@@ -65,6 +68,12 @@ class QIF(nnx.Module):
       time_axis: the time axis of x_seq (default 0: time-major).
       store_v_seq: sow the membrane-potential trajectory.
       backend: None (the platform's fused kernel), "ffi" or "jax", as in `qif_multistep`.
+      learnable: names of the neuron parameters to train, one value per feature (see
+        `jaxqif.linen.QIF`); they are `nnx.Param`s in `self.learned`, stored unconstrained.
+      num_features: the size of x_seq's axis `param_axis`, needed with `learnable`.
+      param_axis: the axis of x_seq the learnable parameters vary along (default -1); None for
+        one value shared by every neuron.
+      param_dtype: dtype of the stored learnable parameters (float32).
     """
 
     def __init__(
@@ -81,6 +90,10 @@ class QIF(nnx.Module):
         time_axis: int = 0,
         store_v_seq: bool = False,
         backend: str | None = None,
+        learnable: tuple[str, ...] = (),
+        num_features: int | None = None,
+        param_axis: int | None = -1,
+        param_dtype: Any = jnp.float32,
     ):
         self.tau = tau
         self.v_c = v_c
@@ -93,6 +106,7 @@ class QIF(nnx.Module):
         self.time_axis = time_axis
         self.store_v_seq = store_v_seq
         self.backend = backend
+        _init_learnable(self, learnable, num_features, param_axis, param_dtype)
 
     def __call__(self, x_seq, v_init=None, *, return_state: bool = False):
         """Runs the neurons over x_seq from v_init; returns spikes, or (spikes, v_final)."""
@@ -100,7 +114,7 @@ class QIF(nnx.Module):
         spikes, v_final, v_seq = qif_multistep(
             x_seq,
             v_init,
-            **neuron_params(self),
+            **_with_learned(self, jnp.shape(x_seq), self.time_axis),
             store_v_seq=self.store_v_seq,
             time_axis=self.time_axis,
             backend=self.backend,
@@ -123,6 +137,8 @@ class QIFCell(nnx.RNNCellBase):
       carry_dtype: dtype of the carry `initialize_carry` makes: float32, or float64 for float64
         inputs (the state dtype must match the inputs, and `nnx.RNN` only tells the cell their
         shape).
+      learnable, num_features, param_axis, param_dtype: as in `QIF` (param_axis counts the
+        axes of one step's input).
     """
 
     def __init__(
@@ -137,6 +153,10 @@ class QIFCell(nnx.RNNCellBase):
         surrogate: Surrogate = _DEFAULT_SURROGATE,
         detach_reset: bool = False,
         carry_dtype: Any = jnp.float32,
+        learnable: tuple[str, ...] = (),
+        num_features: int | None = None,
+        param_axis: int | None = -1,
+        param_dtype: Any = jnp.float32,
     ):
         self.tau = tau
         self.v_c = v_c
@@ -147,10 +167,11 @@ class QIFCell(nnx.RNNCellBase):
         self.surrogate = surrogate
         self.detach_reset = detach_reset
         self.carry_dtype = carry_dtype
+        _init_learnable(self, learnable, num_features, param_axis, param_dtype)
 
     def __call__(self, carry, x_t):
         """One step from membrane potential `carry` with input `x_t`: returns (carry, spike)."""
-        spike, v_next = qif_step(x_t, carry, **neuron_params(self))
+        spike, v_next = qif_step(x_t, carry, **_with_learned(self, jnp.shape(x_t), None))
         check_carry_dtype(carry, v_next)
         return v_next, spike
 
@@ -167,3 +188,32 @@ class QIFCell(nnx.RNNCellBase):
         """One: `nnx.RNN` finds time just before the last axis (batch-major) or first
         (`time_major=True`, which also suits inputs with several feature axes)."""
         return 1
+
+
+def _init_learnable(layer, learnable, num_features, param_axis, param_dtype) -> None:
+    """The learnable parameters as `nnx.Param`s in `layer.learned`, at their starting values."""
+    layer.learnable = tuple(learnable) if not isinstance(learnable, str) else learnable
+    layer.param_axis = param_axis
+    names = check_learnable(layer)
+    if names and param_axis is not None and (
+            not isinstance(num_features, int) or num_features < 1):
+        raise ValueError("learnable parameters vary along param_axis: pass num_features, the "
+                         f"size of that axis, got num_features={num_features!r}")
+    shape = () if param_axis is None else (num_features,)
+    learned = {name: nnx.Param(jnp.full(shape, unconstrained_start(layer, name), param_dtype))
+               for name in names}
+    layer.learned = nnx.Dict(learned) if hasattr(nnx, "Dict") else learned
+
+
+def _with_learned(layer, x_shape: tuple, time_axis: int | None) -> dict:
+    """The layer's neuron parameters, its learnable ones given as arrays."""
+    params = neuron_params(layer)
+    if not layer.learnable:
+        return params
+    features = feature_count(x_shape, layer.param_axis, time_axis)
+    stored = {name: param.value for name, param in layer.learned.items()}
+    if features is not None and features != next(iter(stored.values())).shape[0]:
+        raise ValueError(f"the learnable parameters have {next(iter(stored.values())).shape[0]} "
+                         f"values (num_features), but axis {layer.param_axis} of the input has "
+                         f"{features}")
+    return params | learned_values(layer, stored, x_shape, time_axis)

@@ -20,13 +20,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxqif import _jax, _library
+from jaxqif import _jax, _library, _params
 from jaxqif._config import NeuronConfig, checkpoint_count, checkpoint_interval, state_dtype
 from jaxqif._jax import Primitive, ShapedArray, mlir
+from jaxqif._params import NAMES as PARAM_NAMES
 from jaxqif._partitioning import partitioned_lowering
 
 # ---------------------------------------------------------------------------------------------
-# forward: (x, [v_init]) -> spikes, [v_final], [v_seq], [checkpoints]
+# forward: (x, [v_init], *params) -> spikes, [v_final], [v_seq], [checkpoints]
+# params: the neuron parameters given as arrays (config.array_names, in that order), compact
+# (jaxqif/_params.py): each the trailing block of the neuron shape it varies over.
 # checkpoints: V every checkpoint_interval steps, what the backward recomputes H from (laid out
 # like x, with checkpoint_count steps; asked for only where there is at least one).
 # v_init_value: None, or every neuron's initial potential, given instead of a v_init operand (the
@@ -41,8 +44,17 @@ forward_kernel_p = Primitive("qif_forward_kernel")
 _FORWARD_OPTIONAL = ("store_v_final", "store_v_seq", "save_checkpoints")
 
 
-def _forward_abstract_eval(x, *v_init, config, time_axis, store_v_final, store_v_seq,
+def _split_forward_operands(operands, config: NeuronConfig, v_init_value):
+    """(x, v_init or None, [params])."""
+    x, *rest = operands
+    v_init = rest.pop(0) if v_init_value is None else None
+    assert len(rest) == len(config.array_names)
+    return x, v_init, rest
+
+
+def _forward_abstract_eval(*operands, config, time_axis, store_v_final, store_v_seq,
                            save_checkpoints, v_init_value):
+    x = operands[0]
     st = state_dtype(x.dtype)
     outs = [_seq_aval(x, x.dtype)]
     if store_v_final:
@@ -52,8 +64,6 @@ def _forward_abstract_eval(x, *v_init, config, time_axis, store_v_final, store_v
     if save_checkpoints:
         outs.append(_checkpoints_aval(x, time_axis))
     return outs
-
-
 
 
 def _prune_forward(params: dict, used_outputs) -> tuple[dict, list[bool]] | None:
@@ -83,14 +93,14 @@ _jax.register_dce_rule(forward_p, _forward_dce)
 
 
 def _neuron_attrs(config: NeuronConfig, time_axis: int, v_init_value, input_dtype) -> dict:
+    """The attributes both handlers take. A parameter given as an array operand has NaN here,
+    which the handlers never read."""
+    number = lambda name: np.float64(
+        getattr(config, name) if name in config.static_values() else
+        (0.0 if name == "v_reset" and not config.hard_reset else np.nan))
     return dict(
         time_axis=np.int64(time_axis),
-        tau=np.float64(config.tau),
-        v_c=np.float64(config.v_c),
-        a0=np.float64(config.a0),
-        v_threshold=np.float64(config.v_threshold),
-        v_rest=np.float64(config.v_rest),
-        v_reset=np.float64(config.v_reset if config.hard_reset else 0.0),
+        **{name: number(name) for name in PARAM_NAMES},
         hard_reset=np.bool_(config.hard_reset),
         v_init_value=np.float64(0.0 if v_init_value is None else v_init_value),
         checkpoint_steps=np.int64(checkpoint_interval(input_dtype)),
@@ -102,23 +112,46 @@ def _absent(dtype):
     return mlir.ir_constant(np.zeros((0,), dtype)), ShapedArray((0,), dtype)
 
 
-def _forward_lowering(ctx, x, *v_init, config, time_axis, store_v_final, store_v_seq,
+def _full_operands(values, avals, present, dtypes):
+    """The handler's fixed operand list: the given operands where `present`, zero-element
+    placeholders elsewhere."""
+    values, avals = list(values), list(avals)
+    full_values, full_avals = [], []
+    for is_present, dtype in zip(present, dtypes):
+        value, aval = (values.pop(0), avals.pop(0)) if is_present else _absent(dtype)
+        full_values.append(value)
+        full_avals.append(aval)
+    assert not values
+    return full_values, full_avals
+
+
+def _param_present(config: NeuronConfig) -> list[bool]:
+    return [name in config.array_names for name in PARAM_NAMES]
+
+
+def _target(config: NeuronConfig, v2_target: str, v3_target: str) -> tuple[str, bool]:
+    """The handler to call, and whether it takes the parameters: the v2 interface (numbers
+    only, exactly the program of jaxqif before array parameters) unless some are arrays."""
+    return (v3_target, True) if config.array_names else (v2_target, False)
+
+
+def _forward_lowering(ctx, *operands, config, time_axis, store_v_final, store_v_seq,
                       save_checkpoints, v_init_value):
-    # The handler always has two operands and four results; an absent one has zero elements.
+    # The handler always has two operands (x, v_init; v3: and the six parameters) and four
+    # results; an absent one has zero elements.
     x_aval = ctx.avals_in[0]
     st = state_dtype(x_aval.dtype)
-    avals_in, operands = list(ctx.avals_in), [x, *v_init]
-    if v_init_value is not None:
-        value, aval = _absent(st)
-        operands.append(value)
-        avals_in.append(aval)
+    target, with_params = _target(config, _library.FORWARD_TARGET, _library.FORWARD_TARGET_V3)
+    present = [True, v_init_value is None] + (_param_present(config) if with_params else [])
+    operands, avals_in = _full_operands(operands, ctx.avals_in, present,
+                                        [x_aval.dtype] + [st] * (len(present) - 1))
     full = ShapedArray(x_aval.shape, st)
     neurons = ShapedArray(x_aval.shape[:time_axis] + x_aval.shape[time_axis + 1 :], st)
     checkpoints = ShapedArray(_checkpoints_shape(x_aval, time_axis), st)
     wanted = [True, store_v_final, store_v_seq, save_checkpoints]
     shapes = [ctx.avals_out[0], neurons, full, checkpoints]
     avals_out = [aval if w else _absent(st)[1] for aval, w in zip(shapes, wanted)]
-    results = jax.ffi.ffi_lowering(_library.FORWARD_TARGET)(
+    results = jax.ffi.ffi_lowering(target)(
         ctx.replace(avals_in=avals_in, avals_out=avals_out), *operands,
         **_neuron_attrs(config, time_axis, v_init_value, x_aval.dtype),
     )
@@ -127,94 +160,127 @@ def _forward_lowering(ctx, x, *v_init, config, time_axis, store_v_final, store_v
 
 def _forward_batching(args, dims, *, config, time_axis, store_v_final, store_v_seq,
                       save_checkpoints, v_init_value):
-    x, *v_init = args
-    x_dim, *v_dim = dims
+    x, v_init, params = _split_forward_operands(args, config, v_init_value)
+    x_dim, v_dim, param_dims = _split_forward_operands(dims, config, v_init_value)
     size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
-    if x_dim is None:  # only v_init is batched: x must be repeated for every member
+    neuron_shape = _batched_neuron_shape(x, x_dim, time_axis, size)
+    if x_dim is None:  # only v_init or a parameter is batched: x must be repeated for each
         x, x_dim = _broadcast_at(x, size, 0), 0
-    time_axis, v_target = _fold_batch_axis(time_axis, x_dim)
-    v_init = [_batch_at(v, d, v_target, size) for v, d in zip(v_init, v_dim)]
+    time_axis, neuron_dim = _fold_batch_axis(time_axis, x_dim)
+    operands = [x]
+    if v_init is not None:
+        operands.append(_batch_at(v_init, v_dim, neuron_dim, size))
+    operands += [_batch_param(p, d, neuron_dim, neuron_shape) for p, d in zip(params, param_dims)]
     outs = forward_p.bind(
-        x, *v_init, config=config, time_axis=time_axis, store_v_final=store_v_final,
+        *operands, config=config, time_axis=time_axis, store_v_final=store_v_final,
         store_v_seq=store_v_seq, save_checkpoints=save_checkpoints, v_init_value=v_init_value,
     )
-    return outs, [x_dim] + [v_target] * store_v_final + [x_dim] * (store_v_seq + save_checkpoints)
+    return outs, [x_dim] + [neuron_dim] * store_v_final + [x_dim] * (store_v_seq + save_checkpoints)
 
 
 # ---------------------------------------------------------------------------------------------
-# backward: ([grad_spikes], [grad_v_seq], [grad_v_final], x, [checkpoints], [v_init]) ->
-#           grad_x, [grad_v_init]
+# backward: ([grad_spikes], [grad_v_seq], [grad_v_final], x, [checkpoints], [v_init], *params)
+#           -> grad_x, [grad_v_init], *[grad of each parameter in param_grads]
 # Cotangents that are symbolically zero are left out (has_* = False) and never read. The
 # checkpoints are there where the sequence has any (more than one interval). With
 # v_init_value (a constant start, as in the forward) there is no v_init and no grad_v_init.
+# The parameters' gradients are per neuron (summed over time in the kernel; autodiff sums
+# them over the neurons a parameter is shared by); param_grads says which are wanted (under
+# jit, dead-code elimination drops the others).
 
 backward_p = Primitive("qif_backward")
 backward_kernel_p = Primitive("qif_backward_kernel")
 
 
-def _split_backward_operands(operands, has_grad_spikes, has_grad_v_seq, has_grad_v_final,
-                             v_init_value):
-    """(grad_spikes, grad_v_seq, grad_v_final, x, checkpoints, v_init), None where absent.
-    Whether the checkpoints are there follows from the operand count."""
+def _split_backward_operands(operands, config, has_grad_spikes, has_grad_v_seq,
+                             has_grad_v_final, v_init_value):
+    """(grad_spikes, grad_v_seq, grad_v_final, x, checkpoints, v_init, [params]), None where
+    absent. Whether the checkpoints are there follows from the operand count."""
     operands = list(operands)
     has_v_init = v_init_value is None
+    params_count = len(config.array_names)
     has_checkpoints = len(operands) > (
-        has_grad_spikes + has_grad_v_seq + has_grad_v_final + 1 + has_v_init)
+        has_grad_spikes + has_grad_v_seq + has_grad_v_final + 1 + has_v_init + params_count)
     take = lambda present: operands.pop(0) if present else None
-    return (take(has_grad_spikes), take(has_grad_v_seq), take(has_grad_v_final), take(True),
-            take(has_checkpoints), take(has_v_init))
+    taken = (take(has_grad_spikes), take(has_grad_v_seq), take(has_grad_v_final), take(True),
+             take(has_checkpoints), take(has_v_init))
+    assert len(operands) == params_count
+    return (*taken, operands)
 
 
 def _backward_abstract_eval(*operands, config, time_axis, has_grad_spikes, has_grad_v_seq,
-                            has_grad_v_final, v_init_value):
-    x = _split_backward_operands(operands, has_grad_spikes, has_grad_v_seq, has_grad_v_final,
-                                 v_init_value)[3]
-    outs = [_seq_aval(x, x.dtype)]
-    if v_init_value is None:
-        outs.append(_neuron_aval(x, time_axis, state_dtype(x.dtype)))
-    return outs
+                            has_grad_v_final, v_init_value, param_grads):
+    x = _split_backward_operands(operands, config, has_grad_spikes, has_grad_v_seq,
+                                 has_grad_v_final, v_init_value)[3]
+    neurons = _neuron_aval(x, time_axis, state_dtype(x.dtype))
+    return [_seq_aval(x, x.dtype)] + [neurons] * ((v_init_value is None) + sum(param_grads))
+
+
+def _backward_dce(used_outputs, eqn):
+    """Drops the gradients of parameters nobody differentiates (grad_x always stays)."""
+    if not any(used_outputs):
+        return [False] * len(eqn.invars), None
+    param_grads = eqn.params["param_grads"]
+    first = 1 + (eqn.params["v_init_value"] is None)
+    used = iter(used_outputs[first:])
+    new = tuple(wanted and next(used) for wanted in param_grads)
+    if new == param_grads:
+        return [True] * len(eqn.invars), eqn
+    kept = [True] * first + [n for old, n in zip(param_grads, new) if old]
+    outvars = [v for v, keep in zip(eqn.outvars, kept) if keep]
+    return [True] * len(eqn.invars), eqn.replace(params=dict(eqn.params, param_grads=new),
+                                                 outvars=outvars)
+
+
+_jax.register_dce_rule(backward_p, _backward_dce)
 
 
 def _backward_lowering(ctx, *operands, config, time_axis, has_grad_spikes, has_grad_v_seq,
-                       has_grad_v_final, v_init_value):
-    # The handler always takes six operands and has two results; an absent one (a zero
-    # cotangent; the checkpoints of a single interval; v_init and grad_v_init with a constant
-    # start) is given zero elements.
-    present = [a is not None for a in _split_backward_operands(
-        ctx.avals_in, has_grad_spikes, has_grad_v_seq, has_grad_v_final, v_init_value)]
-    x_aval = ctx.avals_in[sum(present[:3])]
+                       has_grad_v_final, v_init_value, param_grads):
+    # The handler always takes six operands (the cotangents, x, the checkpoints, v_init; v3:
+    # and the six parameters) and has two results (grad_x, grad_v_init; v3: and one per
+    # parameter); an absent one (a zero cotangent; the checkpoints of a single interval;
+    # v_init and grad_v_init with a constant start; a parameter given as a number, or whose
+    # gradient is not wanted) has zero elements.
+    split = _split_backward_operands(ctx.avals_in, config, has_grad_spikes, has_grad_v_seq,
+                                     has_grad_v_final, v_init_value)
+    x_aval = split[3]
     input_dtype, st = x_aval.dtype, state_dtype(x_aval.dtype)
-    dtypes = (input_dtype, st, st, input_dtype, st, st)
-    values, avals = list(operands), list(ctx.avals_in)
-    full_values, full_avals = [], []
-    for is_present, dtype in zip(present, dtypes):
-        value, aval = (values.pop(0), avals.pop(0)) if is_present else _absent(dtype)
-        full_values.append(value)
-        full_avals.append(aval)
-    constant_start = v_init_value is not None
-    avals_out = list(ctx.avals_out) + ([_absent(st)[1]] if constant_start else [])
+    target, with_params = _target(config, _library.BACKWARD_TARGET, _library.BACKWARD_TARGET_V3)
+    present = [a is not None for a in split[:6]]
+    present += _param_present(config) if with_params else []
+    operands, avals_in = _full_operands(
+        operands, ctx.avals_in, present,
+        ((input_dtype, st, st, input_dtype, st, st) + (st,) * 6)[: len(present)])
+    wanted_grads = dict(zip(config.array_names, param_grads))
+    results_present = [True, v_init_value is None] + (
+        [wanted_grads.get(name, False) for name in PARAM_NAMES] if with_params else [])
+    avals_out = list(ctx.avals_out)
+    avals_out = [avals_out.pop(0) if p else _absent(st)[1] for p in results_present]
     attrs = _neuron_attrs(config, time_axis, v_init_value, input_dtype)
     attrs.update(
         detach_reset=np.bool_(config.detach_reset),
         surrogate=np.int64(config.surrogate.kernel_id),
         alpha=np.float64(config.surrogate.alpha),
     )
-    results = jax.ffi.ffi_lowering(_library.BACKWARD_TARGET)(
-        ctx.replace(avals_in=full_avals, avals_out=avals_out), *full_values, **attrs
+    results = jax.ffi.ffi_lowering(target)(
+        ctx.replace(avals_in=avals_in, avals_out=avals_out), *operands, **attrs
     )
-    return results[: len(ctx.avals_out)]
+    return [r for r, p in zip(results, results_present) if p]
 
 
 def _backward_batching(args, dims, *, config, time_axis, has_grad_spikes, has_grad_v_seq,
-                       has_grad_v_final, v_init_value):
+                       has_grad_v_final, v_init_value, param_grads):
     flags = dict(has_grad_spikes=has_grad_spikes, has_grad_v_seq=has_grad_v_seq,
                  has_grad_v_final=has_grad_v_final, v_init_value=v_init_value)
-    g_spikes, g_v_seq, g_v_final, x, checkpoints, v_init = _split_backward_operands(args, **flags)
-    d_spikes, d_v_seq, d_v_final, d_x, d_checkpoints, d_v_init = _split_backward_operands(
-        dims, **flags)
+    *values, params = _split_backward_operands(args, config, **flags)
+    g_spikes, g_v_seq, g_v_final, x, checkpoints, v_init = values
+    *value_dims, param_dims = _split_backward_operands(dims, config, **flags)
+    d_spikes, d_v_seq, d_v_final, d_x, d_checkpoints, d_v_init = value_dims
     size = next(a.shape[d] for a, d in zip(args, dims) if d is not None)
     # All [.., T, ..] operands share one layout: follow x's batch axis (or another's).
     seq_dim = next((d for d in (d_x, d_checkpoints, d_spikes, d_v_seq) if d is not None), 0)
+    neuron_shape = _batched_neuron_shape(x, d_x, time_axis, size, seq_dim)
     new_time_axis, neuron_dim = _fold_batch_axis(time_axis, seq_dim)
     operands = []
     for value, dim, target in ((g_spikes, d_spikes, seq_dim), (g_v_seq, d_v_seq, seq_dim),
@@ -223,8 +289,10 @@ def _backward_batching(args, dims, *, config, time_axis, has_grad_spikes, has_gr
                                (v_init, d_v_init, neuron_dim)):
         if value is not None:
             operands.append(_batch_at(value, dim, target, size))
-    outs = backward_p.bind(*operands, config=config, time_axis=new_time_axis, **flags)
-    return outs, [seq_dim, neuron_dim][: len(outs)]
+    operands += [_batch_param(p, d, neuron_dim, neuron_shape) for p, d in zip(params, param_dims)]
+    outs = backward_p.bind(*operands, config=config, time_axis=new_time_axis,
+                           param_grads=param_grads, **flags)
+    return outs, [seq_dim] + [neuron_dim] * (len(outs) - 1)
 
 
 def _no_jvp(primals, tangents, **params):
@@ -289,6 +357,34 @@ def _batch_at(x, dim, target: int, size: int):
     if dim is None:
         return _broadcast_at(x, size, target)
     return x if dim == target else jnp.moveaxis(x, dim, target)
+
+
+def _batched_neuron_shape(x, x_dim, time_axis: int, size: int, unbatched_at: int = 0) -> tuple:
+    """The neuron shape of x with its batch axis (x's own at x_dim, or, where x is not
+    batched, the one it is broadcast along at `unbatched_at`) folded in."""
+    shape = list(x.shape)
+    batch_axis = x_dim
+    if x_dim is None:
+        batch_axis = unbatched_at
+        shape.insert(batch_axis, size)
+    time = time_axis + (batch_axis <= time_axis)
+    return tuple(shape[:time] + shape[time + 1:])
+
+
+def _batch_param(param, dim, neuron_dim: int, neuron_shape: tuple):
+    """A compact parameter (the trailing block of the unbatched neuron shape it varies over),
+    batched at `dim` or not, as the compact parameter of the batched neuron shape, whose axis
+    `neuron_dim` is the batch."""
+    rank = len(neuron_shape)
+    if dim is None:  # aligned to the trailing axes, with a 1 at the batch axis if it falls there
+        aligned = param.reshape((1,) * (rank - 1 - param.ndim) + param.shape)
+        aligned = jnp.expand_dims(aligned, neuron_dim)
+    else:  # the batch axis at neuron_dim, the parameter's own axes trailing
+        moved = jnp.moveaxis(param, dim, 0)
+        aligned = moved.reshape(moved.shape[:1] + (1,) * (rank - 1 - param.ndim + 1)
+                                + moved.shape[1:])
+        aligned = jnp.moveaxis(aligned, 0, neuron_dim)
+    return _params.compact(aligned, neuron_shape)
 
 
 # ---------------------------------------------------------------------------------------------

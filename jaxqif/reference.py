@@ -14,9 +14,10 @@ from jax import lax
 from jaxqif._config import NeuronConfig, state_dtype
 
 
-def step(config: NeuronConfig, x: jax.Array, v: jax.Array):
-    """One QIF step in the state dtype. Returns (spike, v_next), spike in the state dtype."""
-    k = config.constants(v.dtype)
+def step(config: NeuronConfig, x: jax.Array, v: jax.Array, constants: dict | None = None):
+    """One QIF step in the state dtype. Returns (spike, v_next), spike in the state dtype.
+    `constants`: `config.constants(...)`, where some parameters are arrays."""
+    k = config.constants(v.dtype) if constants is None else constants
     # H = v + (x + a0 (v - v_rest)(v - v_c)) / tau, expanded in v as cuda/qif_math.h's
     # qif_charge evaluates it (there as fused multiply-adds, which XLA may or may not form).
     h = (k["charge_v2"] * v + k["charge_v1"]) * v + (x * k["inv_tau"] + k["charge_v0"])
@@ -36,16 +37,20 @@ def step(config: NeuronConfig, x: jax.Array, v: jax.Array):
     return spike, v_next
 
 
-def multistep(config: NeuronConfig, x_seq, v_init, time_axis: int, store_v_seq: bool):
-    """Runs the neuron over `time_axis` of x_seq (already validated; v_init in the state dtype).
+def multistep(config: NeuronConfig, x_seq, v_init, time_axis: int, store_v_seq: bool,
+              arrays: dict | None = None):
+    """Runs the neuron over `time_axis` of x_seq (already validated; v_init in the state dtype;
+    `arrays`: the parameters given as arrays, broadcastable to the neurons, state dtype).
 
     Returns (spike_seq in x's dtype, v_final, v_seq or None), v in the state dtype.
     """
     in_dtype = x_seq.dtype
-    xs = jnp.moveaxis(x_seq, time_axis, 0).astype(state_dtype(in_dtype))
+    st = state_dtype(in_dtype)
+    xs = jnp.moveaxis(x_seq, time_axis, 0).astype(st)
+    constants = config.constants(st, arrays)
 
     def body(v, x):
-        spike, v = step(config, x, v)
+        spike, v = step(config, x, v, constants)
         return v, (spike.astype(in_dtype), v if store_v_seq else None)
 
     v_final, (spikes, v_seq) = lax.scan(body, v_init, xs)

@@ -20,8 +20,9 @@ X = jnp.ones((4, 3), jnp.float32)
 
 
 def _run_in_fresh_process(code: str) -> str:
-    """Runs `code` in a new Python process (a fresh JAX and jaxqif); returns its stdout."""
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+    """Runs `code` in a new Python process (a fresh JAX and jaxqif); returns its stdout. `-P`:
+    the working directory (a source checkout, say) stays off sys.path, as in conftest.py."""
+    result = subprocess.run([sys.executable, "-P", "-c", textwrap.dedent(code)], capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout

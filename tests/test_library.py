@@ -21,8 +21,9 @@ TESTS = pathlib.Path(__file__).resolve().parent
 
 
 def _python(code: str, cwd=None, env=None) -> str:
-    """Runs `code` in a new Python process; returns its stdout (stderr too on failure)."""
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+    """Runs `code` in a new Python process; returns its stdout (stderr too on failure). `-P`:
+    the working directory (a source checkout, say) stays off sys.path, as in conftest.py."""
+    result = subprocess.run([sys.executable, "-P", "-c", textwrap.dedent(code)], capture_output=True,
                             text=True, timeout=600, cwd=cwd, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
