@@ -11,6 +11,10 @@ rule (the maps of `CONSTRAINTS`; each starts at the number the layer was configu
 - v_threshold = v_reset + softplus(w) and v_rest = v_reset + softplus(w) with the hard reset
   (so v_threshold > v_reset, v_rest > v_reset); w itself with the soft reset;
 - v_c = w, v_reset = w.
+
+For the constrained ones w is first clipped to +-W_LIMIT, so that the rule still holds after
+rounding to float32 (1 + exp(-w) and v_reset + softplus(w) stay at least ~1e-6 away from the
+bound), rather than sliding onto it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import numpy as np
 
 from jaxqif._config import NeuronConfig
 from jaxqif._params import NAMES as LEARNABLE
+
+W_LIMIT = 13.8  # exp(-13.8) ~ softplus(-13.8) ~ 1e-6
 
 # The fields shared by every QIF layer and cell, passed on as they are to the functional API.
 NEURON_PARAMS = (
@@ -103,13 +109,14 @@ def constrained(layer, stored: dict) -> dict:
     hard = layer.v_reset is not None
     v_reset = stored.get("v_reset", layer.v_reset)
     out = {}
+    clip = lambda w: jnp.clip(w, -W_LIMIT, W_LIMIT)
     for name, w in stored.items():
         if name == "tau":
-            out[name] = 1.0 + jnp.exp(-w)
+            out[name] = 1.0 + jnp.exp(-clip(w))
         elif name == "a0":
-            out[name] = jax.nn.softplus(w)
+            out[name] = jax.nn.softplus(clip(w))
         elif name in ("v_threshold", "v_rest") and hard:
-            out[name] = v_reset + jax.nn.softplus(w)
+            out[name] = v_reset + jax.nn.softplus(clip(w))
         else:
             out[name] = w
     return out

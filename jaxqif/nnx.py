@@ -211,7 +211,7 @@ def _with_learned(layer, x_shape: tuple, time_axis: int | None) -> dict:
     if not layer.learnable:
         return params
     features = feature_count(x_shape, layer.param_axis, time_axis)
-    stored = {name: param.value for name, param in layer.learned.items()}
+    stored = {name: param[...] for name, param in layer.learned.items()}
     if features is not None and features != next(iter(stored.values())).shape[0]:
         raise ValueError(f"the learnable parameters have {next(iter(stored.values())).shape[0]} "
                          f"values (num_features), but axis {layer.param_axis} of the input has "

@@ -316,3 +316,97 @@ def test_layers_take_a_broadcast_v_init(backend):
         assert_same(linen_layer.apply({}, x, v_init), linen_layer.apply({}, x, full))
         nnx_layer = qif_nnx.QIF(backend=backend)
         assert_same(nnx_layer(x, v_init), nnx_layer(x, full))
+
+
+# --- learnable neuron parameters -------------------------------------------------------------
+
+LEARNABLE = ("tau", "v_threshold", "a0", "v_rest", "v_c", "v_reset")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linen_learnable_parameters_start_at_the_numbers_and_train(backend):
+    x = sequence((6, 3, 5), time_axis=0)
+    layer = qif_linen.QIF(learnable=LEARNABLE, backend=backend)
+    variables = layer.init(jax.random.key(0), x)
+    assert jax.tree.map(jnp.shape, variables) == {"params": {n: (5,) for n in LEARNABLE}}
+    # at their starting values they are the numbers: the layer gives what it gives without them
+    assert_same(layer.apply(variables, x), qif_linen.QIF(backend=backend).apply({}, x))
+    loss = lambda params: jnp.sum(jnp.sin(layer.apply({"params": params}, x,
+                                                      return_state=True)[1]))
+    grads = jax.grad(loss)(variables["params"])
+    for name, grad in grads.items():
+        assert grad.shape == (5,) and bool(jnp.all(jnp.isfinite(grad))), name
+        assert bool(jnp.any(grad != 0)), name
+
+
+def test_linen_learnable_values_stay_valid_whatever_the_stored_numbers():
+    x = sequence((6, 3, 5), time_axis=0)
+    layer = qif_linen.QIF(learnable=("tau", "a0", "v_threshold", "v_rest"), backend="jax")
+    params = {name: jnp.linspace(-30.0, 30.0, 5) for name in ("tau", "a0", "v_threshold",
+                                                              "v_rest")}
+    from jaxqif._layers import constrained
+    values = constrained(layer, params)
+    assert bool(jnp.all(values["tau"] > 1)) and bool(jnp.all(values["a0"] > 0))
+    assert bool(jnp.all(values["v_threshold"] > layer.v_reset))
+    assert bool(jnp.all(values["v_rest"] >= layer.v_reset))
+    layer.apply({"params": params}, x)  # accepted: every rule holds
+
+
+def test_linen_learnable_param_axis():
+    x = sequence((3, 5, 6), time_axis=1)  # [batch, time, features]
+    per_feature = qif_linen.QIF(learnable=("tau",), time_axis=1, backend="jax")
+    assert per_feature.init(jax.random.key(0), x)["params"]["tau"].shape == (6,)
+    per_batch_row = qif_linen.QIF(learnable=("tau",), time_axis=1, param_axis=0, backend="jax")
+    variables = per_batch_row.init(jax.random.key(0), x)
+    assert variables["params"]["tau"].shape == (3,)
+    assert_same(per_batch_row.apply(variables, x),
+                qif_linen.QIF(time_axis=1, backend="jax").apply({}, x))
+    shared = qif_linen.QIF(learnable=("tau",), time_axis=1, param_axis=None, backend="jax")
+    assert shared.init(jax.random.key(0), x)["params"]["tau"].shape == ()
+    with pytest.raises(ValueError, match="param_axis 1 is the time axis"):
+        qif_linen.QIF(learnable=("tau",), time_axis=1, param_axis=1).init(jax.random.key(0), x)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(learnable=("tau", "tau")), ValueError, "at most once"),
+    (dict(learnable=("beta",)), ValueError, "at most once"),
+    (dict(learnable="tau"), TypeError, "tuple of parameter names"),
+    (dict(learnable=("v_reset",), v_reset=None), ValueError, "soft reset"),
+    (dict(learnable=("tau",), tau=0.5), ValueError, "tau must be > 1"),
+])
+def test_learnable_errors(kwargs, error, match):
+    x = sequence((4, 2, 3))
+    with pytest.raises(error, match=match):
+        qif_linen.QIF(**kwargs).init(jax.random.key(0), x)
+    with pytest.raises(error, match=match):
+        qif_nnx.QIF(num_features=3, **kwargs)
+
+
+def test_linen_rnn_of_learnable_cell():
+    x = sequence((3, 7, 5), time_axis=1)
+    rnn = nn.RNN(qif_linen.QIFCell(learnable=("tau", "v_threshold")))
+    variables = rnn.init(jax.random.key(0), x)
+    assert jax.tree.map(jnp.shape, variables["params"]) == {
+        "cell": {"tau": (5,), "v_threshold": (5,)}}
+    assert_same(rnn.apply(variables, x), qif_linen.QIF(time_axis=1).apply({}, x))
+    grads = jax.grad(lambda p: rnn.apply({"params": p}, x).sum() * 0 + jnp.sum(
+        nn.RNN(qif_linen.QIFCell(learnable=("tau", "v_threshold")), return_carry=True).apply(
+            {"params": p}, x)[0]))(variables["params"])
+    assert all(bool(jnp.any(g != 0)) for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nnx_learnable_parameters(backend):
+    x = sequence((6, 3, 5), time_axis=0)
+    layer = qif_nnx.QIF(learnable=("tau", "v_threshold"), num_features=5, backend=backend)
+    params = nnx.state(layer, nnx.Param)
+    assert {k: v[...].shape for k, v in params["learned"].items()} == {
+        "tau": (5,), "v_threshold": (5,)}
+    assert_same(layer(x), qif_nnx.QIF(backend=backend)(x))
+    grads = nnx.grad(lambda m: jnp.sum(jnp.sin(m(x, return_state=True)[1])))(layer)
+    for name, grad in grads["learned"].items():
+        assert bool(jnp.any(grad[...] != 0)), name
+    with pytest.raises(ValueError, match="pass num_features"):
+        qif_nnx.QIF(learnable=("tau",))
+    with pytest.raises(ValueError, match="has 4"):
+        qif_nnx.QIF(learnable=("tau",), num_features=5)(sequence((6, 3, 4)))
