@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import SHAPES, make_inputs, parse_shape  # noqa: E402
+from problem import FLOOR_BYTES, SHAPES, make_inputs, parse_shape, shape_n  # noqa: E402
 
 METRICS = ("gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,"
            "launch__registers_per_thread,launch__grid_size,launch__block_size,"
@@ -64,8 +64,6 @@ def calls(csv_path: Path) -> list[dict]:
 
 
 def table(csv_path: Path, bench_json: Path | None) -> str:
-    from bench import FLOOR_BYTES, shape_n
-
     bandwidth = None
     if bench_json is not None:
         bandwidth = json.loads(bench_json.read_text())["bandwidth"]["copy_GBps"] * 1e9

@@ -1,4 +1,5 @@
-"""SpikingJelly 2.0's Triton QIF, wrapped for the benchmark (torch tensors on CUDA).
+"""SpikingJelly 2.0's QIF, wrapped for the benchmarks: its Triton kernels on torch CUDA tensors
+(bench.py) and its CPU path on torch CPU tensors (cpu_bench.py).
 
 Entry point: ``spikingjelly.activation_based.functional.qif_multi_step``::
 
@@ -18,6 +19,14 @@ float32 residuals), with or without autograd; the backward reads both.
 
 Everything here imports torch lazily: :func:`load` returns ``None`` plus a reason when
 SpikingJelly, torch or a CUDA device is missing.
+
+On the CPU (cpu_bench.py), :func:`load_cpu` wraps the same entry point on torch CPU tensors.
+There ``torch.ops.sj_qif`` runs SpikingJelly's CPU registration: its forward is
+``_ops/qif/reference.py``'s ``_forward_impl`` and its backward ``_ops/qif/cpu.py``'s
+``_backward_impl``, each a Python loop over T of eager torch operations on [N] tensors (the
+forward saves H and the previous V, two float32 [T, N] tensors, as on CUDA). float64 inputs are
+not one of its registered profiles (float32/float16/bfloat16 with a float32 v): qif_multi_step
+then runs the Torch reference formulas under autograd, which is what a float64 user gets.
 """
 
 from __future__ import annotations
@@ -141,6 +150,50 @@ class SpikingJellyQIF:
         times.sort()
         del src, dst
         return 2 * n_bytes / times[len(times) // 2]
+
+
+class SpikingJellyQIFCpu(SpikingJellyQIF):
+    """The same calls on torch CPU tensors. Torch's CPU operations return when done, so there is
+    nothing to synchronize and no device timer: the sweep times them with the host clock."""
+
+    event_timer = None  # the sweep falls back to the host clock
+
+    def __init__(self, torch, functional, surrogate):
+        super().__init__(torch, functional, surrogate, torch.device("cpu"))
+
+    def dtype(self, name: str):
+        if name == "float64":
+            return self.torch.float64
+        return super().dtype(name)
+
+    def v_init(self, n: int, dtype_name: str = "float32"):
+        """A float32 v (SpikingJelly's registered profiles need one), float64 for float64
+        inputs (whose state is float64, as in jaxqif)."""
+        dtype = self.torch.float64 if dtype_name == "float64" else self.torch.float32
+        return self.torch.full((n,), NEURON["v_reset"], dtype=dtype, device=self.device)
+
+    def synchronize(self):
+        pass
+
+    def implementation(self) -> str:
+        return ("CPU: torch.ops.sj_qif (reference._forward_impl, cpu._backward_impl: Python loops "
+                "over T of eager torch ops) for float32/float16/bfloat16; float64: the Torch "
+                "reference formulas under autograd")
+
+
+def load_cpu():
+    """(SpikingJellyQIFCpu, None) when torch and SpikingJelly 2.0 import, else (None, reason)."""
+    try:
+        import torch
+    except Exception as error:  # noqa: BLE001
+        return None, f"torch not importable ({type(error).__name__}: {error})"
+    try:
+        from spikingjelly.activation_based import functional, surrogate
+    except Exception as error:  # noqa: BLE001
+        return None, f"spikingjelly not importable ({type(error).__name__}: {error})"
+    if not hasattr(functional, "qif_multi_step"):
+        return None, "spikingjelly has no functional.qif_multi_step (not 2.0?)"
+    return SpikingJellyQIFCpu(torch, functional, surrogate), None
 
 
 def load():
