@@ -1,23 +1,32 @@
 // A/B timing of jaxqif's CUDA kernels without JAX, for comparing two versions of the sources in
 // one device call (benchmarks/NOTES.md 17-20): each benchmark shape in float32 and bfloat16, hard
 // reset, CUDA events over `calls` launches (after 5 warm-up ones) rotating 4 input sets so that
-// the caches do not hold them. Build one side per binary, with the library's own flags:
-//   forward (inference and training):
-//     nvcc -std=c++20 -O3 --fmad=false -arch=sm_90 -I<sources> -I<jax.ffi.include_dir()> \
-//       -DAB_TAG='"name"' benchmarks/kernel_ab.cu -o /tmp/ab_forward
+// the caches do not hold them. Build one side per binary, with the library's own flags, from the
+// repository root:
+//   forward (inference and training), this file with the forward's translation unit:
+//     nvcc -std=c++20 -O3 --fmad=false -arch=sm_90 -Icuda -Ithird_party/xla_ffi \
+//       -DAB_TAG='"name"' benchmarks/kernel_ab.cu cuda/launch/forward_launch.cu -o /tmp/ab_forward
 //   backward (Sigmoid surrogate, grad_spikes only; x and the checkpoints synthetic patterns
-//   that cross the threshold): the same with --fmad=true -DAB_BACKWARD
+//   that cross the threshold), this file alone, which instantiates the backward it times:
+//     nvcc -std=c++20 -O3 --fmad=true -arch=sm_90 -Icuda -Ithird_party/xla_ffi -DAB_BACKWARD \
+//       -DAB_TAG='"name"' benchmarks/kernel_ab.cu -o /tmp/ab_backward
 // Run: /tmp/ab_forward [T (0: every shape)] [calls (default 50)]. One line per shape, dtype and
 // mode: microseconds per call and the bytes moved per second. NOTES.md 17-20's A/B figures came
 // from two separate harnesses (forward, backward), merged here into one file, which gave
 // NOTES.md 23-24's. Sources before the checkpointed backward (NOTES.md 25) saved H instead:
-// build those with this file as of that commit's parent. Sources older than 5c258db also need
-// multiprocessor_count() defined (it lived in qif_cuda.cu then).
+// build those with this file as of that commit's parent. Sources before the split of
+// cuda/qif_cuda_kernels.cuh (cuda/README.md) need this file as of that commit's parent, and
+// older than 5c258db also multiprocessor_count() defined (it lived in qif_cuda.cu then).
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
-#include "qif_cuda_kernels.cuh"
+#include "kernels/stream_io.cuh"  // from_state
+#ifdef AB_BACKWARD
+#include "launch/backward_launch.cuh"
+#else
+#include "launch/forward_launch.h"
+#endif
 
 #ifndef AB_TAG
 #define AB_TAG "ab"

@@ -1,11 +1,12 @@
-// XLA FFI handlers of the fused CUDA kernels (qif_cuda_kernels.cuh): check the call, pick the
-// launch plan, launch on XLA's stream.
+// XLA FFI handlers of the fused CUDA kernels: check the call and launch it on XLA's stream
+// (launch/forward_launch.h, launch/backward_launch.h). No kernel is compiled here.
 #include <cuda_runtime.h>
 
 #include <cstdint>
 #include <string>
 
-#include "qif_cuda_kernels.cuh"
+#include "launch/backward_launch.h"
+#include "launch/forward_launch.h"
 #include "qif_ffi.h"
 #include "qif_math.h"
 #include "xla/ffi/api/ffi.h"

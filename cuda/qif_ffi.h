@@ -5,23 +5,13 @@
 #include <cstdint>
 #include <string>
 
+#include "qif_buffers.h"
 #include "qif_math.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace jaxqif {
 
 namespace ffi = xla::ffi;
-
-// The kernels see every array as [outer, T, inner] in row-major order: outer is the product of
-// the axes before time, inner of those after. Element (o, t, i) sits at (o * T + t) * inner + i,
-// and neuron n = o * inner + i. Any time axis and any vmapped axis map onto this with no copy.
-struct Layout {
-  int64_t outer = 1;
-  int64_t steps = 0;
-  int64_t inner = 1;
-  int64_t neurons() const { return outer * inner; }
-  int64_t elements() const { return outer * steps * inner; }
-};
 
 // Steps between checkpoints for inputs of `dtype` (qif_math.h's checkpoint_interval).
 inline int checkpoint_interval_of(ffi::DataType dtype) {

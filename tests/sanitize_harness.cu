@@ -1,7 +1,7 @@
 // Launches the CUDA kernels directly, without JAX, for compute-sanitizer (whose racecheck, and at
-// times memcheck, crash inside JAX processes). scripts/gpu_check.sh links it with the seven
-// backward translation units (cuda/qif_cuda_backward.cu) and runs it under racecheck and
-// memcheck. Covers every launch plan, dtype and reset mode of the forward (each choice of the
+// times memcheck, crash inside JAX processes). CMake's jaxqif_sanitize_harness target links it
+// with the library's own kernel objects (the forward's and the seven surrogates' backward);
+// scripts/gpu_check.sh builds it and runs it under racecheck and memcheck. Covers every launch plan, dtype and reset mode of the forward (each choice of the
 // results it writes) and of the backward (with and without grad_v_seq, the former also with a
 // constant v_init and no grad_v_init): with every surrogate on the layouts with few neurons,
 // with one on the large ones. Exits nonzero on any CUDA error.
@@ -9,7 +9,9 @@
 #include <cstdlib>
 #include <vector>
 
-#include "qif_cuda_kernels.cuh"
+#include "kernels/stream_io.cuh"  // to_state, from_state
+#include "launch/backward_launch.h"
+#include "launch/forward_launch.h"
 
 namespace {
 
@@ -61,11 +63,11 @@ void run(ffi::DataType dtype, const Layout& l, bool hard_reset, bool grad_v_seq,
   gpu::ForwardLaunch forward{{}, l, dtype, 2.0, 0.8, 1.0, 1.0, 0.0, v_reset, hard_reset, v_reset};
   // Every store variant of the forward kernel: inference (spikes only), training (and the
   // checkpoints), V alone, then everything; the backward reads the checkpoints.
-  const gpu::ForwardPointers variants[] = {{x, start, spikes, nullptr, nullptr, nullptr},
+  const ForwardPointers variants[] = {{x, start, spikes, nullptr, nullptr, nullptr},
                                            {x, start, spikes, v_final, nullptr, checkpoints},
                                            {x, start, spikes, nullptr, v_seq, nullptr},
                                            {x, start, spikes, v_final, v_seq, checkpoints}};
-  for (const gpu::ForwardPointers& pointers : variants) {
+  for (const ForwardPointers& pointers : variants) {
     forward.ptr = pointers;
     check(gpu::launch_forward(forward, nullptr), "forward launch");
   }

@@ -1,0 +1,166 @@
+// The forward's launch: the plan (launch/plan.h), the tensor maps of the bulk forward (the
+// driver's encoder is reached only here) and every forward kernel's instance. The only
+// translation unit that compiles forward kernels, built with --fmad=false (CMakeLists.txt): no
+// contraction but qif_math.h's explicit fused multiply-adds, so that the forward agrees bit for
+// bit with the CPU handler's.
+#include "launch/forward_launch.h"
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <cudaTypedefs.h>  // the driver's tensor-map encoder
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/bulk_forward_kernel.cuh"
+#include "kernels/forward_kernel.cuh"
+#include "kernels/stream_io.cuh"
+#include "launch/launch.cuh"
+#include "launch/plan.h"
+#include "qif_buffers.h"
+#include "qif_ffi.h"
+#include "qif_math.h"
+
+namespace jaxqif::gpu {
+namespace {
+
+// The driver's tensor-map encoder, or nullptr if the driver has none.
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encoder = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+#if CUDART_VERSION >= 12050
+    const cudaError_t status = cudaGetDriverEntryPointByVersion(
+        "cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found);
+#else
+    const cudaError_t status =
+        cudaGetDriverEntryPoint("cuTensorMapEncodeTiled", &fn, cudaEnableDefault, &found);
+#endif
+    if (status != cudaSuccess || found != cudaDriverEntryPointSuccess) {
+      cudaGetLastError();
+      fn = nullptr;
+    }
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  return encoder;
+}
+
+template <typename X>
+constexpr CUtensorMapDataType kTensorMapType =
+    std::is_same_v<X, __half>          ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+    : std::is_same_v<X, __nv_bfloat16> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+    : std::is_same_v<X, float>         ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32
+                                       : CU_TENSOR_MAP_DATA_TYPE_FLOAT64;
+
+// One [outer, T, inner] stream as a 3-D tensor (innermost first) in boxes of the block's
+// neurons by `chunk` steps.
+template <typename X>
+cudaError_t encode_stream(CUtensorMap* map, const void* data, const Layout& l, int chunk) {
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(l.inner), static_cast<cuuint64_t>(l.steps),
+                              static_cast<cuuint64_t>(l.outer)};
+  const cuuint64_t strides[2] = {static_cast<cuuint64_t>(l.inner) * sizeof(X),
+                                 static_cast<cuuint64_t>(l.inner * l.steps) * sizeof(X)};
+  const cuuint32_t box[3] = {kBulkNeurons, static_cast<cuuint32_t>(chunk), 1};
+  const cuuint32_t element_strides[3] = {1, 1, 1};
+  const CUresult status = tensor_map_encoder()(
+      map, kTensorMapType<X>, 3, const_cast<void*>(data), dims, strides, box, element_strides,
+      CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return status == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+// Whether the bulk forward can take this call: a device with the copy engine, x and spikes
+// 16-byte aligned with 16-byte rows (what tensor maps require), coordinates that fit 32 bits,
+// and all `blocks` resident at once (every block lives for the whole sequence).
+template <typename X>
+bool bulk_forward_ok(const ForwardLaunch& a, size_t shared, int64_t blocks) {
+  const Layout& l = a.layout;
+  const DeviceProperties& device = device_properties();
+  return device.compute_capability_major >= 9 && tensor_map_encoder() != nullptr &&
+         all_aligned({a.ptr.x, a.ptr.spikes}) && (l.inner * sizeof(X)) % 16 == 0 &&
+         std::max({l.inner, l.steps, l.outer}) <= INT32_MAX &&
+         l.inner * l.steps * static_cast<int64_t>(sizeof(X)) < (int64_t{1} << 40) &&
+         blocks <= bulk_resident_blocks(shared, device);
+}
+
+// Launches the bulk forward with ring Bk if it can take the call (bulk_forward_ok); returns
+// false, launching nothing, if not.
+template <typename X, typename S, typename Bk>
+bool launch_bulk_forward(const ForwardLaunch& a, const QifParams<S>& p, cudaStream_t stream,
+                         cudaError_t* status) {
+  const Layout& l = a.layout;
+  const size_t shared = Bk::template kSharedBytes<X>;
+  const int64_t blocks_per_row = (l.inner + kBulkNeurons - 1) / kBulkNeurons;
+  const int64_t blocks = l.outer * blocks_per_row;
+  if (!bulk_forward_ok<X>(a, shared, blocks)) return false;
+  CUtensorMap x_map, spikes_map;
+  *status = encode_stream<X>(&x_map, a.ptr.x, l, Bk::kChunk);
+  if (*status == cudaSuccess) {
+    *status = encode_stream<X>(&spikes_map, a.ptr.spikes, l, Bk::kChunk);
+  }
+  if (*status != cudaSuccess) return true;  // taken, and failed: the handler reports it
+  auto run = [&](auto kernel) {
+    *status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
+    if (*status != cudaSuccess) return;
+    kernel<<<static_cast<unsigned int>(blocks), kBulkThreads, shared, stream>>>(
+        x_map, spikes_map, a.ptr, l.steps, l.inner, blocks_per_row, p,
+        static_cast<S>(a.v_init_value));
+    *status = cudaGetLastError();
+  };
+  auto with_stores = [&]<bool kHardReset>() {
+    const bool checkpoints = a.ptr.checkpoints != nullptr, v_seq = a.ptr.v_seq != nullptr;
+    if (checkpoints && v_seq) run(bulk_forward_kernel<X, S, kHardReset, true, true, Bk>);
+    else if (checkpoints) run(bulk_forward_kernel<X, S, kHardReset, true, false, Bk>);
+    else if (v_seq) run(bulk_forward_kernel<X, S, kHardReset, false, true, Bk>);
+    else run(bulk_forward_kernel<X, S, kHardReset, false, false, Bk>);  // inference
+  };
+  if (a.hard_reset) with_stores.template operator()<true>();
+  else with_stores.template operator()<false>();
+  return true;
+}
+
+}  // namespace
+
+cudaError_t launch_forward(const ForwardLaunch& a, cudaStream_t stream) {
+  cudaError_t status = cudaSuccess;
+  dispatch_dtype<__half, __nv_bfloat16>(a.input_dtype, [&](auto x_tag, auto s_tag) {
+    using X = decltype(x_tag);
+    using S = decltype(s_tag);
+    const auto p = QifParams<S>::from_double(a.tau, a.v_c, a.a0, a.v_threshold, a.v_rest,
+                                             a.v_reset, a.hard_reset);
+    const LaunchPlan plan =
+        choose_plan(a.layout, kWideVec<X>, kStagedVec<X>,
+                    all_aligned({a.ptr.x, a.ptr.v_init, a.ptr.spikes, a.ptr.v_final, a.ptr.v_seq,
+                                 a.ptr.checkpoints}),
+                    false, device_properties());
+    // The staged plans' layouts go to the bulk forward where it can take them.
+    if ((plan.plan == Plan::kStagedDeep &&
+         launch_bulk_forward<X, S, BulkDeep<X>>(a, p, stream, &status)) ||
+        (plan.plan == Plan::kStagedShallow &&
+         launch_bulk_forward<X, S, BulkShallow<X>>(a, p, stream, &status))) {
+      return;
+    }
+    dispatch_forward_plan<X>(plan.plan, [&]<typename Sh>(Sh) {
+      using Reader = StreamReader<Sh::kStaged, 1, Sh::kChunk, X, Sh::kVec>;
+      const size_t shared = Sh::kStaged ? Reader::kStagedBytes : 0;
+      auto run = [&]<bool kCheckpoints, bool kVSeq>() {
+        status = a.hard_reset
+                     ? launch(forward_kernel<X, S, true, kCheckpoints, kVSeq, Sh>, plan, shared,
+                              stream, a.ptr, a.layout, p, a.v_init_value)
+                     : launch(forward_kernel<X, S, false, kCheckpoints, kVSeq, Sh>, plan, shared,
+                              stream, a.ptr, a.layout, p, a.v_init_value);
+      };
+      const bool checkpoints = a.ptr.checkpoints != nullptr, v_seq = a.ptr.v_seq != nullptr;
+      if (checkpoints && v_seq) run.template operator()<true, true>();
+      else if (checkpoints) run.template operator()<true, false>();
+      else if (v_seq) run.template operator()<false, true>();
+      else run.template operator()<false, false>();  // inference
+    });
+  });
+  return status;
+}
+
+}  // namespace jaxqif::gpu
