@@ -6,6 +6,7 @@
 
 #include "qif_ffi.h"
 #include "qif_math.h"
+#include "static_switch.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace jaxqif {
@@ -192,14 +193,12 @@ ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer v_init, ffi::Result<ffi:
     using S = decltype(s_tag);
     const auto p = QifParams<S>::from_double(tau, v_c, a0, v_threshold, v_rest, v_reset,
                                              hard_reset);
-    auto run = [&]<bool kHardReset>() {
+    bool_switch([&]<bool kHardReset>() {
       run_rows<forward_rows_body<X, S, kHardReset>>(
           data_or_null<X>(x), data_or_null<S>(v_init), static_cast<S>(v_init_value),
           data_or_null<X>(*spikes), data_or_null<S>(*v_final), data_or_null<S>(*v_seq),
           data_or_null<S>(*checkpoints), call.layout, p);
-    };
-    if (hard_reset) run.template operator()<true>();
-    else run.template operator()<false>();
+    }, hard_reset);
   });
   return ffi::Error::Success();
 }

@@ -19,6 +19,7 @@
 #include "qif_buffers.h"
 #include "qif_ffi.h"
 #include "qif_math.h"
+#include "static_switch.h"
 
 namespace jaxqif::gpu {
 
@@ -36,23 +37,19 @@ cudaError_t launch_backward(const BackwardLaunch& a, cudaStream_t stream) {
         all_aligned({a.ptr.grad_spikes, a.ptr.grad_v_seq, a.ptr.grad_v_final, a.ptr.x,
                      a.ptr.checkpoints, a.ptr.v_init, a.ptr.grad_x, a.ptr.grad_v_init}),
         true, device_properties());
-    const bool has_grad_v_seq = a.ptr.grad_v_seq != nullptr;
     dispatch_backward_plan<X>(plan.plan, a.layout.steps, [&]<typename Sh>(Sh) {
       auto run = [&](auto kernel, const LaunchPlan& launch_plan, size_t shared) {
         status = launch(kernel, launch_plan, shared, stream, a.ptr, a.layout, p, a.v_init_value);
       };
-      if constexpr (Sh::kStaged) {
-        const size_t shared = segmented_shared_bytes<X, S, Sh>(has_grad_v_seq);
-        const LaunchPlan fitted = fit_segments(plan, shared, device_properties());
-        if (has_grad_v_seq) {
-          run(segmented_backward_kernel<kKind, kHardReset, true, X, S, Sh>, fitted, shared);
+      bool_switch([&]<bool kHasGradVSeq>() {
+        if constexpr (Sh::kStaged) {
+          const size_t shared = segmented_shared_bytes<X, S, Sh>(kHasGradVSeq);
+          run(segmented_backward_kernel<kKind, kHardReset, kHasGradVSeq, X, S, Sh>,
+              fit_segments(plan, shared, device_properties()), shared);
         } else {
-          run(segmented_backward_kernel<kKind, kHardReset, false, X, S, Sh>, fitted, shared);
+          run(backward_kernel<kKind, kHardReset, kHasGradVSeq, X, S, Sh>, plan, 0);
         }
-      } else {
-        if (has_grad_v_seq) run(backward_kernel<kKind, kHardReset, true, X, S, Sh>, plan, 0);
-        else run(backward_kernel<kKind, kHardReset, false, X, S, Sh>, plan, 0);
-      }
+      }, a.ptr.grad_v_seq != nullptr);
     });
   });
   return status;

@@ -23,6 +23,7 @@
 #include "qif_buffers.h"
 #include "qif_ffi.h"
 #include "qif_math.h"
+#include "static_switch.h"
 
 namespace jaxqif::gpu {
 namespace {
@@ -110,15 +111,10 @@ bool launch_bulk_forward(const ForwardLaunch& a, const QifParams<S>& p, cudaStre
         static_cast<S>(a.v_init_value));
     *status = cudaGetLastError();
   };
-  auto with_stores = [&]<bool kHardReset>() {
-    const bool checkpoints = a.ptr.checkpoints != nullptr, v_seq = a.ptr.v_seq != nullptr;
-    if (checkpoints && v_seq) run(bulk_forward_kernel<X, S, kHardReset, true, true, Bk>);
-    else if (checkpoints) run(bulk_forward_kernel<X, S, kHardReset, true, false, Bk>);
-    else if (v_seq) run(bulk_forward_kernel<X, S, kHardReset, false, true, Bk>);
-    else run(bulk_forward_kernel<X, S, kHardReset, false, false, Bk>);  // inference
-  };
-  if (a.hard_reset) with_stores.template operator()<true>();
-  else with_stores.template operator()<false>();
+  // One kernel per set of stored streams (inference: neither checkpoints nor v_seq).
+  bool_switch([&]<bool kHardReset, bool kCheckpoints, bool kVSeq>() {
+    run(bulk_forward_kernel<X, S, kHardReset, kCheckpoints, kVSeq, Bk>);
+  }, a.hard_reset, a.ptr.checkpoints != nullptr, a.ptr.v_seq != nullptr);
   return true;
 }
 
@@ -146,18 +142,11 @@ cudaError_t launch_forward(const ForwardLaunch& a, cudaStream_t stream) {
     dispatch_forward_plan<X>(plan.plan, [&]<typename Sh>(Sh) {
       using Reader = StreamReader<Sh::kStaged, 1, Sh::kChunk, X, Sh::kVec>;
       const size_t shared = Sh::kStaged ? Reader::kStagedBytes : 0;
-      auto run = [&]<bool kCheckpoints, bool kVSeq>() {
-        status = a.hard_reset
-                     ? launch(forward_kernel<X, S, true, kCheckpoints, kVSeq, Sh>, plan, shared,
-                              stream, a.ptr, a.layout, p, a.v_init_value)
-                     : launch(forward_kernel<X, S, false, kCheckpoints, kVSeq, Sh>, plan, shared,
-                              stream, a.ptr, a.layout, p, a.v_init_value);
-      };
-      const bool checkpoints = a.ptr.checkpoints != nullptr, v_seq = a.ptr.v_seq != nullptr;
-      if (checkpoints && v_seq) run.template operator()<true, true>();
-      else if (checkpoints) run.template operator()<true, false>();
-      else if (v_seq) run.template operator()<false, true>();
-      else run.template operator()<false, false>();  // inference
+      // One kernel per set of stored streams (inference: neither checkpoints nor v_seq).
+      bool_switch([&]<bool kHardReset, bool kCheckpoints, bool kVSeq>() {
+        status = launch(forward_kernel<X, S, kHardReset, kCheckpoints, kVSeq, Sh>, plan, shared,
+                        stream, a.ptr, a.layout, p, a.v_init_value);
+      }, a.hard_reset, a.ptr.checkpoints != nullptr, a.ptr.v_seq != nullptr);
     });
   });
   return status;
