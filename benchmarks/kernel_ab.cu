@@ -34,7 +34,7 @@
 
 namespace jaxqif::gpu {
 #ifdef AB_BACKWARD
-template cudaError_t launch_backward<SurrogateKind::kSigmoid, true>(const BackwardLaunch&,
+template cudaError_t launch_backward<SurrogateKind::kSigmoid, true>(const BackwardCall&,
                                                                     cudaStream_t);
 #endif
 }  // namespace jaxqif::gpu
@@ -43,6 +43,20 @@ namespace {
 
 using namespace jaxqif;
 constexpr int kSets = 4;
+
+// Hard reset, the benchmarks' neuron.
+NeuronSettings neuron(int checkpoint_steps) {
+  return {.time_axis = 1,
+          .tau = 2.0,
+          .v_c = 0.8,
+          .a0 = 1.0,
+          .v_threshold = 1.0,
+          .v_rest = 0.0,
+          .v_reset = -0.1,
+          .hard_reset = true,
+          .v_init_value = -0.1,
+          .checkpoint_steps = checkpoint_steps};
+}
 
 template <typename T>
 __global__ void fill(T* p, int64_t n, float offset, float amplitude) {
@@ -93,7 +107,7 @@ void time_shape(const char* dtype_name, ffi::DataType dtype, int64_t T, int64_t 
     for (int i = 0; i < kSets; ++i) xs.push_back(device_array<X>(e, 0.4f, 0.8f));
     X* spikes = device_array<X>(e);
     float* checkpoints = train && saved ? device_array<float>(saved) : nullptr;
-    gpu::ForwardLaunch f{{}, layout, dtype, 2.0, 0.8, 1.0, 1.0, 0.0, -0.1, true, -0.1};
+    ForwardCall f{{}, layout, dtype, neuron(checkpoint_interval(sizeof(X)))};
     const float us = time_us(calls, [&](int i) {
       f.ptr = {xs[i % kSets], nullptr, spikes, nullptr, nullptr, checkpoints};
       gpu::launch_forward(f, nullptr);
@@ -114,7 +128,7 @@ void time_shape(const char* dtype_name, ffi::DataType dtype, int64_t T, int64_t 
     xs.push_back(device_array<X>(e, 0.4f, 0.8f));
     checkpoints.push_back(saved ? device_array<float>(saved, 0.3f, 0.6f) : nullptr);
   }
-  gpu::BackwardLaunch b{{}, layout, dtype, 2.0, 0.8, 1.0, 1.0, 0.0, -0.1, 4.0, true, false, -0.1};
+  BackwardCall b{{}, layout, dtype, {neuron(checkpoint_interval(sizeof(X))), false, 0, 4.0}};
   const float us = time_us(calls, [&](int i) {
     const int s = i % kSets;
     b.ptr = {grad_spikes[s], nullptr, nullptr, xs[s], checkpoints[s], nullptr, grad_x[s], nullptr};

@@ -76,6 +76,38 @@ inline SurrogateConstants surrogate_constants(SurrogateKind kind, double alpha) 
   }
 }
 
+// The neuron's settings as the handlers receive them, one XLA FFI attribute each, X(type, name)
+// (jaxqif/primitives.py's _neuron_attrs: Python floats arrive as f64, ints as i64). The handlers
+// decode the attributes by these names into NeuronSettings (the forward) or BackwardSettings
+// (qif_ffi.h); the kernels get them as QifParams.
+#define JAXQIF_NEURON_SETTINGS(X)                                                         \
+  X(int64_t, time_axis)                                                                   \
+  X(double, tau)                                                                          \
+  X(double, v_c)                                                                          \
+  X(double, a0)                                                                           \
+  X(double, v_threshold)                                                                  \
+  X(double, v_rest)                                                                       \
+  X(double, v_reset) /* hard reset only */                                                \
+  X(bool, hard_reset)                                                                     \
+  X(double, v_init_value) /* every neuron's initial potential when v_init is absent */    \
+  X(int64_t, checkpoint_steps) /* must be checkpoint_interval's, which the handlers check */
+// The backward's, after the neuron's: detach_reset, the surrogate (its SurrogateKind) and its
+// alpha.
+#define JAXQIF_BACKWARD_SETTINGS(X) \
+  X(bool, detach_reset)             \
+  X(int64_t, surrogate)             \
+  X(double, alpha)
+
+#define JAXQIF_SETTINGS_FIELD(TYPE, NAME) TYPE NAME;
+struct NeuronSettings {
+  JAXQIF_NEURON_SETTINGS(JAXQIF_SETTINGS_FIELD)
+};
+struct BackwardSettings {
+  NeuronSettings neuron;
+  JAXQIF_BACKWARD_SETTINGS(JAXQIF_SETTINGS_FIELD)
+};
+#undef JAXQIF_SETTINGS_FIELD
+
 // Neuron parameters, already converted to the state type. Derived constants are computed in
 // double and rounded once.
 template <typename S>
@@ -91,28 +123,29 @@ struct QifParams {
   // and the surrogate's constants (surrogate_constants).
   S dh_dv_slope;
   S sg_scale, sg_gain, sg_coef;
-  bool hard_reset;
   bool detach_reset;
 
-  // The surrogate, alpha and detach_reset matter to the backward only.
-  static QifParams from_double(double tau, double v_c, double a0, double v_threshold,
-                               double v_rest, double v_reset, bool hard_reset,
-                               SurrogateKind surrogate = SurrogateKind::kSigmoid,
-                               double alpha = 1.0, bool detach_reset = false) {
-    const SurrogateConstants sg = surrogate_constants(surrogate, alpha);
-    return QifParams{static_cast<S>(1.0 / tau),
-                     static_cast<S>(a0 / tau),
-                     static_cast<S>(1.0 - a0 * (v_rest + v_c) / tau),
-                     static_cast<S>(a0 * v_rest * v_c / tau),
-                     static_cast<S>(v_threshold),
-                     static_cast<S>(v_reset),
-                     static_cast<S>(2.0 * a0 / tau),
-                     static_cast<S>(sg.scale),
-                     static_cast<S>(sg.gain),
-                     static_cast<S>(sg.coef),
-                     hard_reset,
-                     detach_reset};
-  }
+  // The forward's: the neuron alone (no surrogate, whose constants are left 0).
+  explicit QifParams(const NeuronSettings& s) : QifParams(s, SurrogateConstants{}, false) {}
+  // The backward's: the surrogate, alpha and detach_reset matter to it only.
+  explicit QifParams(const BackwardSettings& s)
+      : QifParams(s.neuron,
+                  surrogate_constants(static_cast<SurrogateKind>(s.surrogate), s.alpha),
+                  s.detach_reset) {}
+
+ private:
+  QifParams(const NeuronSettings& s, const SurrogateConstants& sg, bool detach)
+      : inv_tau(static_cast<S>(1.0 / s.tau)),
+        charge_v2(static_cast<S>(s.a0 / s.tau)),
+        charge_v1(static_cast<S>(1.0 - s.a0 * (s.v_rest + s.v_c) / s.tau)),
+        charge_v0(static_cast<S>(s.a0 * s.v_rest * s.v_c / s.tau)),
+        v_threshold(static_cast<S>(s.v_threshold)),
+        v_reset(static_cast<S>(s.v_reset)),
+        dh_dv_slope(static_cast<S>(2.0 * s.a0 / s.tau)),
+        sg_scale(static_cast<S>(sg.scale)),
+        sg_gain(static_cast<S>(sg.gain)),
+        sg_coef(static_cast<S>(sg.coef)),
+        detach_reset(detach) {}
 };
 
 // a b + c rounded once: the CUDA intrinsic on the GPU, std::fma (correctly rounded too) on the

@@ -1,7 +1,7 @@
 // Runtime bools as template arguments, in the manner of FlashAttention's BOOL_SWITCH:
 //
-//   bool_switch([&]<bool kHardReset, bool kCheckpoints>() { run(kernel<kHardReset, kCheckpoints>); },
-//               hard_reset, checkpoints != nullptr);
+//   bool_switch([&]<bool kHardReset, bool kVSeq>() { run(kernel<kHardReset, kVSeq>); },
+//               hard_reset, v_seq != nullptr);
 //
 // compiles the body once for each of the 2^n combinations and runs the one that the values
 // pick, returning what it returns.

@@ -60,7 +60,17 @@ void run(ffi::DataType dtype, const Layout& l, bool hard_reset, bool grad_v_seq,
   const double v_reset = hard_reset ? -0.1 : 0.0;
   // grad_v_seq runs also start from the constant v_init_value and skip grad_v_init.
   const void* start = grad_v_seq ? nullptr : v_init;
-  gpu::ForwardLaunch forward{{}, l, dtype, 2.0, 0.8, 1.0, 1.0, 0.0, v_reset, hard_reset, v_reset};
+  const NeuronSettings neuron{.time_axis = 1,
+                              .tau = 2.0,
+                              .v_c = 0.8,
+                              .a0 = 1.0,
+                              .v_threshold = 1.0,
+                              .v_rest = 0.0,
+                              .v_reset = v_reset,
+                              .hard_reset = hard_reset,
+                              .v_init_value = v_reset,
+                              .checkpoint_steps = checkpoint_interval(sizeof(X))};
+  ForwardCall forward{{}, l, dtype, neuron};
   // Every store variant of the forward kernel: inference (spikes only), training (and the
   // checkpoints), V alone, then everything; the backward reads the checkpoints.
   const ForwardPointers variants[] = {{x, start, spikes, nullptr, nullptr, nullptr},
@@ -71,10 +81,12 @@ void run(ffi::DataType dtype, const Layout& l, bool hard_reset, bool grad_v_seq,
     forward.ptr = pointers;
     check(gpu::launch_forward(forward, nullptr), "forward launch");
   }
-  const gpu::BackwardLaunch backward{
+  const BackwardCall backward{
       {grad_spikes, grad_v_seq ? grad_v : nullptr, grad_v_final, x, checkpoints,
        grad_v_seq ? nullptr : v_init, grad_x, grad_v_seq ? nullptr : grad_v_init},
-      l, dtype, 2.0, 0.8, 1.0, 1.0, 0.0, v_reset, 4.0, hard_reset, false, v_reset};
+      l,
+      dtype,
+      {.neuron = neuron, .detach_reset = false, .surrogate = surrogate, .alpha = 4.0}};
   check(dispatch_surrogate_reset(
             surrogate, hard_reset,
             [&]<SurrogateKind kKind, bool kHardReset>() {

@@ -24,22 +24,22 @@
 namespace jaxqif::gpu {
 
 template <SurrogateKind kKind, bool kHardReset>
-cudaError_t launch_backward(const BackwardLaunch& a, cudaStream_t stream) {
+cudaError_t launch_backward(const BackwardCall& call, cudaStream_t stream) {
   cudaError_t status = cudaSuccess;
-  dispatch_dtype<__half, __nv_bfloat16>(a.input_dtype, [&](auto x_tag, auto s_tag) {
+  dispatch_dtype<__half, __nv_bfloat16>(call.input_dtype, [&](auto x_tag, auto s_tag) {
     using X = decltype(x_tag);
     using S = decltype(s_tag);
-    const auto p = QifParams<S>::from_double(a.tau, a.v_c, a.a0, a.v_threshold, a.v_rest,
-                                             a.v_reset, a.hard_reset, kKind, a.alpha,
-                                             a.detach_reset);
+    const QifParams<S> p(call.settings);
     const LaunchPlan plan = choose_plan(
-        a.layout, backward_wide_vec<X>(a.layout.steps), kStagedVec<X>,
-        all_aligned({a.ptr.grad_spikes, a.ptr.grad_v_seq, a.ptr.grad_v_final, a.ptr.x,
-                     a.ptr.checkpoints, a.ptr.v_init, a.ptr.grad_x, a.ptr.grad_v_init}),
+        call.layout, backward_wide_vec<X>(call.layout.steps), kStagedVec<X>,
+        all_aligned({call.ptr.grad_spikes, call.ptr.grad_v_seq, call.ptr.grad_v_final,
+                     call.ptr.x, call.ptr.checkpoints, call.ptr.v_init, call.ptr.grad_x,
+                     call.ptr.grad_v_init}),
         true, device_properties());
-    dispatch_backward_plan<X>(plan.plan, a.layout.steps, [&]<typename Sh>(Sh) {
+    dispatch_backward_plan<X>(plan.plan, call.layout.steps, [&]<typename Sh>(Sh) {
       auto run = [&](auto kernel, const LaunchPlan& launch_plan, size_t shared) {
-        status = launch(kernel, launch_plan, shared, stream, a.ptr, a.layout, p, a.v_init_value);
+        status = launch(kernel, launch_plan, shared, stream, call.ptr, call.layout, p,
+                        call.settings.neuron.v_init_value);
       };
       bool_switch([&]<bool kHasGradVSeq>() {
         if constexpr (Sh::kStaged) {
@@ -49,7 +49,7 @@ cudaError_t launch_backward(const BackwardLaunch& a, cudaStream_t stream) {
         } else {
           run(backward_kernel<kKind, kHardReset, kHasGradVSeq, X, S, Sh>, plan, 0);
         }
-      }, a.ptr.grad_v_seq != nullptr);
+      }, call.ptr.grad_v_seq != nullptr);
     });
   });
   return status;

@@ -6,31 +6,22 @@
 
 #include <cuda_runtime.h>
 
-#include "qif_buffers.h"
-#include "qif_ffi.h"
+#include "qif_ffi.h"  // BackwardCall
 #include "qif_math.h"
 
 namespace jaxqif::gpu {
 
-struct BackwardLaunch {
-  BackwardPointers ptr;
-  Layout layout;
-  ffi::DataType input_dtype;
-  double tau, v_c, a0, v_threshold, v_rest, v_reset, alpha;
-  bool hard_reset, detach_reset;
-  double v_init_value;
-};
-
-// Launches the backward of one call with surrogate kKind on `stream`; the launch status.
+// Launches the backward of one checked call with surrogate kKind (the one its settings name) on
+// `stream`; the launch status.
 template <SurrogateKind kKind, bool kHardReset>
-cudaError_t launch_backward(const BackwardLaunch& a, cudaStream_t stream);
+cudaError_t launch_backward(const BackwardCall& call, cudaStream_t stream);
 
 // PREFIX = extern declares the instances of one surrogate, PREFIX empty defines them.
 #define JAXQIF_BACKWARD_INSTANCES(PREFIX, KIND)                                          \
   PREFIX template cudaError_t launch_backward<SurrogateKind::KIND, true>(                 \
-      const BackwardLaunch&, cudaStream_t);                                               \
+      const BackwardCall&, cudaStream_t);                                               \
   PREFIX template cudaError_t launch_backward<SurrogateKind::KIND, false>(                \
-      const BackwardLaunch&, cudaStream_t);
+      const BackwardCall&, cudaStream_t);
 
 // Compiled in the surrogates' own translation units, never by an includer.
 JAXQIF_BACKWARD_INSTANCES(extern, kSigmoid)

@@ -77,11 +77,11 @@ cudaError_t encode_stream(CUtensorMap* map, const void* data, const Layout& l, i
 // 16-byte aligned with 16-byte rows (what tensor maps require), coordinates that fit 32 bits,
 // and all `blocks` resident at once (every block lives for the whole sequence).
 template <typename X>
-bool bulk_forward_ok(const ForwardLaunch& a, size_t shared, int64_t blocks) {
-  const Layout& l = a.layout;
+bool bulk_forward_ok(const ForwardCall& call, size_t shared, int64_t blocks) {
+  const Layout& l = call.layout;
   const DeviceProperties& device = device_properties();
   return device.compute_capability_major >= 9 && tensor_map_encoder() != nullptr &&
-         all_aligned({a.ptr.x, a.ptr.spikes}) && (l.inner * sizeof(X)) % 16 == 0 &&
+         all_aligned({call.ptr.x, call.ptr.spikes}) && (l.inner * sizeof(X)) % 16 == 0 &&
          std::max({l.inner, l.steps, l.outer}) <= INT32_MAX &&
          l.inner * l.steps * static_cast<int64_t>(sizeof(X)) < (int64_t{1} << 40) &&
          blocks <= bulk_resident_blocks(shared, device);
@@ -90,53 +90,52 @@ bool bulk_forward_ok(const ForwardLaunch& a, size_t shared, int64_t blocks) {
 // Launches the bulk forward with ring Bk if it can take the call (bulk_forward_ok); returns
 // false, launching nothing, if not.
 template <typename X, typename S, typename Bk>
-bool launch_bulk_forward(const ForwardLaunch& a, const QifParams<S>& p, cudaStream_t stream,
+bool launch_bulk_forward(const ForwardCall& call, const QifParams<S>& p, cudaStream_t stream,
                          cudaError_t* status) {
-  const Layout& l = a.layout;
+  const Layout& l = call.layout;
   const size_t shared = Bk::template kSharedBytes<X>;
   const int64_t blocks_per_row = (l.inner + kBulkNeurons - 1) / kBulkNeurons;
   const int64_t blocks = l.outer * blocks_per_row;
-  if (!bulk_forward_ok<X>(a, shared, blocks)) return false;
+  if (!bulk_forward_ok<X>(call, shared, blocks)) return false;
   CUtensorMap x_map, spikes_map;
-  *status = encode_stream<X>(&x_map, a.ptr.x, l, Bk::kChunk);
+  *status = encode_stream<X>(&x_map, call.ptr.x, l, Bk::kChunk);
   if (*status == cudaSuccess) {
-    *status = encode_stream<X>(&spikes_map, a.ptr.spikes, l, Bk::kChunk);
+    *status = encode_stream<X>(&spikes_map, call.ptr.spikes, l, Bk::kChunk);
   }
   if (*status != cudaSuccess) return true;  // taken, and failed: the handler reports it
   auto run = [&](auto kernel) {
     *status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
     if (*status != cudaSuccess) return;
     kernel<<<static_cast<unsigned int>(blocks), kBulkThreads, shared, stream>>>(
-        x_map, spikes_map, a.ptr, l.steps, l.inner, blocks_per_row, p,
-        static_cast<S>(a.v_init_value));
+        x_map, spikes_map, call.ptr, l.steps, l.inner, blocks_per_row, p,
+        static_cast<S>(call.settings.v_init_value));
     *status = cudaGetLastError();
   };
   // One kernel per set of stored streams (inference: neither checkpoints nor v_seq).
   bool_switch([&]<bool kHardReset, bool kCheckpoints, bool kVSeq>() {
     run(bulk_forward_kernel<X, S, kHardReset, kCheckpoints, kVSeq, Bk>);
-  }, a.hard_reset, a.ptr.checkpoints != nullptr, a.ptr.v_seq != nullptr);
+  }, call.settings.hard_reset, call.ptr.checkpoints != nullptr, call.ptr.v_seq != nullptr);
   return true;
 }
 
 }  // namespace
 
-cudaError_t launch_forward(const ForwardLaunch& a, cudaStream_t stream) {
+cudaError_t launch_forward(const ForwardCall& call, cudaStream_t stream) {
   cudaError_t status = cudaSuccess;
-  dispatch_dtype<__half, __nv_bfloat16>(a.input_dtype, [&](auto x_tag, auto s_tag) {
+  dispatch_dtype<__half, __nv_bfloat16>(call.input_dtype, [&](auto x_tag, auto s_tag) {
     using X = decltype(x_tag);
     using S = decltype(s_tag);
-    const auto p = QifParams<S>::from_double(a.tau, a.v_c, a.a0, a.v_threshold, a.v_rest,
-                                             a.v_reset, a.hard_reset);
+    const QifParams<S> p(call.settings);
     const LaunchPlan plan =
-        choose_plan(a.layout, kWideVec<X>, kStagedVec<X>,
-                    all_aligned({a.ptr.x, a.ptr.v_init, a.ptr.spikes, a.ptr.v_final, a.ptr.v_seq,
-                                 a.ptr.checkpoints}),
+        choose_plan(call.layout, kWideVec<X>, kStagedVec<X>,
+                    all_aligned({call.ptr.x, call.ptr.v_init, call.ptr.spikes, call.ptr.v_final,
+                                 call.ptr.v_seq, call.ptr.checkpoints}),
                     false, device_properties());
     // The staged plans' layouts go to the bulk forward where it can take them.
     if ((plan.plan == Plan::kStagedDeep &&
-         launch_bulk_forward<X, S, BulkDeep<X>>(a, p, stream, &status)) ||
+         launch_bulk_forward<X, S, BulkDeep<X>>(call, p, stream, &status)) ||
         (plan.plan == Plan::kStagedShallow &&
-         launch_bulk_forward<X, S, BulkShallow<X>>(a, p, stream, &status))) {
+         launch_bulk_forward<X, S, BulkShallow<X>>(call, p, stream, &status))) {
       return;
     }
     dispatch_forward_plan<X>(plan.plan, [&]<typename Sh>(Sh) {
@@ -145,8 +144,8 @@ cudaError_t launch_forward(const ForwardLaunch& a, cudaStream_t stream) {
       // One kernel per set of stored streams (inference: neither checkpoints nor v_seq).
       bool_switch([&]<bool kHardReset, bool kCheckpoints, bool kVSeq>() {
         status = launch(forward_kernel<X, S, kHardReset, kCheckpoints, kVSeq, Sh>, plan, shared,
-                        stream, a.ptr, a.layout, p, a.v_init_value);
-      }, a.hard_reset, a.ptr.checkpoints != nullptr, a.ptr.v_seq != nullptr);
+                        stream, call.ptr, call.layout, p, call.settings.v_init_value);
+      }, call.settings.hard_reset, call.ptr.checkpoints != nullptr, call.ptr.v_seq != nullptr);
     });
   });
   return status;

@@ -4,21 +4,12 @@
 
 #include <cuda_runtime.h>
 
-#include "qif_buffers.h"
-#include "qif_ffi.h"
+#include "qif_ffi.h"  // ForwardCall
 
 namespace jaxqif::gpu {
 
-struct ForwardLaunch {
-  ForwardPointers ptr;
-  Layout layout;
-  ffi::DataType input_dtype;
-  double tau, v_c, a0, v_threshold, v_rest, v_reset;
-  bool hard_reset;
-  double v_init_value;
-};
-
-// Launches the forward of one call on `stream` (the plan: launch/plan.h); the launch status.
-cudaError_t launch_forward(const ForwardLaunch& a, cudaStream_t stream);
+// Launches the forward of one checked call on `stream` (the plan: launch/plan.h); the launch
+// status.
+cudaError_t launch_forward(const ForwardCall& call, cudaStream_t stream);
 
 }  // namespace jaxqif::gpu

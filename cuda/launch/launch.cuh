@@ -33,8 +33,9 @@ inline const DeviceProperties& device_properties() {
     d.multiprocessors = read_device_attribute(cudaDevAttrMultiProcessorCount, d.multiprocessors);
     d.max_shared_per_block = static_cast<size_t>(read_device_attribute(
         cudaDevAttrMaxSharedMemoryPerBlockOptin, static_cast<int>(d.max_shared_per_block)));
-    d.shared_per_multiprocessor = static_cast<size_t>(read_device_attribute(
-        cudaDevAttrMaxSharedMemoryPerMultiprocessor, static_cast<int>(d.shared_per_multiprocessor)));
+    d.shared_per_multiprocessor = static_cast<size_t>(
+        read_device_attribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor,
+                              static_cast<int>(d.shared_per_multiprocessor)));
     d.threads_per_multiprocessor = read_device_attribute(cudaDevAttrMaxThreadsPerMultiProcessor,
                                                          d.threads_per_multiprocessor);
     d.compute_capability_major =
