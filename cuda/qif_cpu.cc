@@ -199,12 +199,13 @@ ffi::Error cpu_forward(const ForwardCall& call) {
 ffi::Error cpu_backward(const BackwardCall& call) {
   const BackwardPointers& ptr = call.ptr;
   const BackwardSettings& s = call.settings;
+  bool known_surrogate = false;
   dispatch_dtype<Half, BFloat16>(call.input_dtype, [&](auto x_tag, auto s_tag) {
     using X = decltype(x_tag);
     using S = decltype(s_tag);
-    const QifParams<S> p(s);
-    dispatch_surrogate_reset(s.surrogate, s.neuron.hard_reset,
+    known_surrogate = dispatch_surrogate_reset(s.surrogate, s.neuron.hard_reset,
                              [&]<SurrogateKind kKind, bool kHardReset>() {
+      const auto p = QifParams<S>::template backward<kKind>(s);
       run_rows<backward_rows_body<kKind, kHardReset, X, S>>(
           static_cast<const X*>(ptr.grad_spikes), static_cast<const S*>(ptr.grad_v_seq),
           static_cast<const S*>(ptr.grad_v_final), static_cast<const X*>(ptr.x),
@@ -213,6 +214,7 @@ ffi::Error cpu_backward(const BackwardCall& call) {
           static_cast<S*>(ptr.grad_v_init), call.layout, p);
     });
   });
+  if (!known_surrogate) return no_kernel("surrogate", s.surrogate);
   return ffi::Error::Success();
 }
 

@@ -9,6 +9,7 @@
 #include "launch/forward_launch.h"
 #include "qif_ffi.h"
 #include "qif_math.h"
+#include "static_switch.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace jaxqif {
@@ -36,11 +37,13 @@ ffi::Error cuda_forward(cudaStream_t stream, const ForwardCall& call) {
 
 ffi::Error cuda_backward(cudaStream_t stream, const BackwardCall& call) {
   JAXQIF_RETURN_IF_ERROR(check_launchable(call.layout));
-  const cudaError_t status = dispatch_surrogate_reset(
+  cudaError_t status = cudaSuccess;
+  const bool known = dispatch_surrogate_reset(
       call.settings.surrogate, call.settings.neuron.hard_reset,
       [&]<SurrogateKind kKind, bool kHardReset>() {
-        return gpu::launch_backward<kKind, kHardReset>(call, stream);
+        status = gpu::launch_backward<kKind, kHardReset>(call, stream);
       });
+  if (!known) return no_kernel("surrogate", call.settings.surrogate);
   return launch_status("backward", status);
 }
 

@@ -104,6 +104,13 @@ void dispatch_dtype(ffi::DataType dtype, Fn&& fn) {
   }
 }
 
+// What a handler returns when a value it has already checked names no kernel (a dtype, a
+// surrogate): a bug of jaxqif's, never a malformed call.
+inline ffi::Error no_kernel(const char* what, int64_t value) {
+  return ffi::Error::Internal(std::string("jaxqif: internal error: no kernel for ") + what + " " +
+                              std::to_string(value));
+}
+
 #define JAXQIF_RETURN_IF_ERROR(expr)      \
   do {                                    \
     ffi::Error _status = (expr);          \

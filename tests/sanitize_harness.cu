@@ -1,8 +1,9 @@
 // Launches the CUDA kernels directly, without JAX, for compute-sanitizer (whose racecheck, and at
 // times memcheck, crash inside JAX processes). CMake's jaxqif_sanitize_harness target links it
-// with the library's own kernel objects (the forward's and the seven surrogates' backward);
-// scripts/gpu_check.sh builds it and runs it under racecheck and memcheck. Covers every launch plan, dtype and reset mode of the forward (each choice of the
-// results it writes) and of the backward (with and without grad_v_seq, the former also with a
+// with the library's own kernel objects (the forward's and each surrogate's backward);
+// scripts/gpu_check.sh builds it and runs it under racecheck and memcheck. Covers every launch
+// plan, dtype and reset mode of the forward (each choice of the results it writes) and of the
+// backward (with and without grad_v_seq, the former also with a
 // constant v_init and no grad_v_init): with every surrogate on the layouts with few neurons,
 // with one on the large ones. Exits nonzero on any CUDA error.
 #include <cstdio>
@@ -12,6 +13,7 @@
 #include "kernels/stream_io.cuh"  // to_state, from_state
 #include "launch/backward_launch.h"
 #include "launch/forward_launch.h"
+#include "static_switch.h"
 
 namespace {
 
@@ -87,12 +89,11 @@ void run(ffi::DataType dtype, const Layout& l, bool hard_reset, bool grad_v_seq,
       l,
       dtype,
       {.neuron = neuron, .detach_reset = false, .surrogate = surrogate, .alpha = 4.0}};
-  check(dispatch_surrogate_reset(
-            surrogate, hard_reset,
-            [&]<SurrogateKind kKind, bool kHardReset>() {
-              return gpu::launch_backward<kKind, kHardReset>(backward, nullptr);
-            }),
-        "backward launch");
+  cudaError_t status = cudaErrorInvalidValue;  // an unknown surrogate
+  dispatch_surrogate_reset(surrogate, hard_reset, [&]<SurrogateKind kKind, bool kHardReset>() {
+    status = gpu::launch_backward<kKind, kHardReset>(backward, nullptr);
+  });
+  check(status, "backward launch");
   check(cudaDeviceSynchronize(), "kernels");
   for (void* p : std::vector<void*>{x, v_init, spikes, v_final, v_seq, checkpoints, grad_spikes,
                                     grad_v, grad_v_final, grad_x, grad_v_init}) {

@@ -29,7 +29,7 @@ cudaError_t launch_backward(const BackwardCall& call, cudaStream_t stream) {
   dispatch_dtype<__half, __nv_bfloat16>(call.input_dtype, [&](auto x_tag, auto s_tag) {
     using X = decltype(x_tag);
     using S = decltype(s_tag);
-    const QifParams<S> p(call.settings);
+    const auto p = QifParams<S>::template backward<kKind>(call.settings);
     const LaunchPlan plan = choose_plan(
         call.layout, backward_wide_vec<X>(call.layout.steps), kStagedVec<X>,
         all_aligned({call.ptr.grad_spikes, call.ptr.grad_v_seq, call.ptr.grad_v_final,

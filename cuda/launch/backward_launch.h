@@ -7,7 +7,7 @@
 #include <cuda_runtime.h>
 
 #include "qif_ffi.h"  // BackwardCall
-#include "qif_math.h"
+#include "surrogates.h"
 
 namespace jaxqif::gpu {
 
@@ -16,20 +16,17 @@ namespace jaxqif::gpu {
 template <SurrogateKind kKind, bool kHardReset>
 cudaError_t launch_backward(const BackwardCall& call, cudaStream_t stream);
 
-// PREFIX = extern declares the instances of one surrogate, PREFIX empty defines them.
-#define JAXQIF_BACKWARD_INSTANCES(PREFIX, KIND)                                          \
-  PREFIX template cudaError_t launch_backward<SurrogateKind::KIND, true>(                 \
-      const BackwardCall&, cudaStream_t);                                               \
-  PREFIX template cudaError_t launch_backward<SurrogateKind::KIND, false>(                \
+// The instances of one surrogate of JAXQIF_SURROGATES: PREFIX = extern declares them, PREFIX
+// empty defines them (in that surrogate's translation unit).
+#define JAXQIF_BACKWARD_INSTANCES(PREFIX, NAME)                                    \
+  PREFIX template cudaError_t launch_backward<SurrogateKind::k##NAME, true>(        \
+      const BackwardCall&, cudaStream_t);                                           \
+  PREFIX template cudaError_t launch_backward<SurrogateKind::k##NAME, false>(       \
       const BackwardCall&, cudaStream_t);
 
 // Compiled in the surrogates' own translation units, never by an includer.
-JAXQIF_BACKWARD_INSTANCES(extern, kSigmoid)
-JAXQIF_BACKWARD_INSTANCES(extern, kATan)
-JAXQIF_BACKWARD_INSTANCES(extern, kPiecewiseQuadratic)
-JAXQIF_BACKWARD_INSTANCES(extern, kPiecewiseExp)
-JAXQIF_BACKWARD_INSTANCES(extern, kSoftSign)
-JAXQIF_BACKWARD_INSTANCES(extern, kSuperSpike)
-JAXQIF_BACKWARD_INSTANCES(extern, kErf)
+#define JAXQIF_EXTERN_BACKWARD_INSTANCES(NAME, ID) JAXQIF_BACKWARD_INSTANCES(extern, NAME)
+JAXQIF_SURROGATES(JAXQIF_EXTERN_BACKWARD_INSTANCES)
+#undef JAXQIF_EXTERN_BACKWARD_INSTANCES
 
 }  // namespace jaxqif::gpu
