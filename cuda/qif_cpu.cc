@@ -179,20 +179,43 @@ template <SurrogateKind kKind, bool kHardReset, typename X, typename S>
   }
 }
 
+// The CPU side of the input dtypes (DTypeTraits, qif_ffi.h): each one's input type, whose
+// conversions to and from the state type are to_state / from_state above.
+template <ffi::DataType kDType>
+struct CpuDType;
+template <>
+struct CpuDType<ffi::DataType::F16> : DTypeTraits<ffi::DataType::F16> {
+  using Input = Half;
+};
+template <>
+struct CpuDType<ffi::DataType::BF16> : DTypeTraits<ffi::DataType::BF16> {
+  using Input = BFloat16;
+};
+template <>
+struct CpuDType<ffi::DataType::F32> : DTypeTraits<ffi::DataType::F32> {
+  using Input = float;
+};
+template <>
+struct CpuDType<ffi::DataType::F64> : DTypeTraits<ffi::DataType::F64> {
+  using Input = double;
+};
+
 ffi::Error cpu_forward(const ForwardCall& call) {
   const ForwardPointers& ptr = call.ptr;
-  dispatch_dtype<Half, BFloat16>(call.input_dtype, [&](auto x_tag, auto s_tag) {
-    using X = decltype(x_tag);
-    using S = decltype(s_tag);
-    const QifParams<S> p(call.settings);
+  const NeuronSettings& s = call.settings;
+  const bool known_dtype = dispatch_dtype<CpuDType>(call.input_dtype, [&]<typename D>() {
+    using X = typename D::Input;
+    using S = typename D::State;
+    const QifParams<S> p(s);
     bool_switch([&]<bool kHardReset>() {
       run_rows<forward_rows_body<X, S, kHardReset>>(
           static_cast<const X*>(ptr.x), static_cast<const S*>(ptr.v_init),
-          static_cast<S>(call.settings.v_init_value), static_cast<X*>(ptr.spikes),
+          static_cast<S>(s.v_init_value), static_cast<X*>(ptr.spikes),
           static_cast<S*>(ptr.v_final), static_cast<S*>(ptr.v_seq),
           static_cast<S*>(ptr.checkpoints), call.layout, p);
-    }, call.settings.hard_reset);
+    }, s.hard_reset);
   });
+  if (!known_dtype) return no_kernel("dtype", static_cast<int64_t>(call.input_dtype));
   return ffi::Error::Success();
 }
 
@@ -200,20 +223,21 @@ ffi::Error cpu_backward(const BackwardCall& call) {
   const BackwardPointers& ptr = call.ptr;
   const BackwardSettings& s = call.settings;
   bool known_surrogate = false;
-  dispatch_dtype<Half, BFloat16>(call.input_dtype, [&](auto x_tag, auto s_tag) {
-    using X = decltype(x_tag);
-    using S = decltype(s_tag);
-    known_surrogate = dispatch_surrogate_reset(s.surrogate, s.neuron.hard_reset,
-                             [&]<SurrogateKind kKind, bool kHardReset>() {
-      const auto p = QifParams<S>::template backward<kKind>(s);
-      run_rows<backward_rows_body<kKind, kHardReset, X, S>>(
-          static_cast<const X*>(ptr.grad_spikes), static_cast<const S*>(ptr.grad_v_seq),
-          static_cast<const S*>(ptr.grad_v_final), static_cast<const X*>(ptr.x),
-          static_cast<const S*>(ptr.checkpoints), static_cast<const S*>(ptr.v_init),
-          static_cast<S>(s.neuron.v_init_value), static_cast<X*>(ptr.grad_x),
-          static_cast<S*>(ptr.grad_v_init), call.layout, p);
-    });
+  const bool known_dtype = dispatch_dtype<CpuDType>(call.input_dtype, [&]<typename D>() {
+    using X = typename D::Input;
+    using S = typename D::State;
+    known_surrogate = dispatch_surrogate_reset(
+        s.surrogate, s.neuron.hard_reset, [&]<SurrogateKind kKind, bool kHardReset>() {
+          const auto p = QifParams<S>::template backward<kKind>(s);
+          run_rows<backward_rows_body<kKind, kHardReset, X, S>>(
+              static_cast<const X*>(ptr.grad_spikes), static_cast<const S*>(ptr.grad_v_seq),
+              static_cast<const S*>(ptr.grad_v_final), static_cast<const X*>(ptr.x),
+              static_cast<const S*>(ptr.checkpoints), static_cast<const S*>(ptr.v_init),
+              static_cast<S>(s.neuron.v_init_value), static_cast<X*>(ptr.grad_x),
+              static_cast<S*>(ptr.grad_v_init), call.layout, p);
+        });
   });
+  if (!known_dtype) return no_kernel("dtype", static_cast<int64_t>(call.input_dtype));
   if (!known_surrogate) return no_kernel("surrogate", s.surrogate);
   return ffi::Error::Success();
 }

@@ -58,14 +58,55 @@ inline ffi::Error decode_layout(ffi::Span<const int64_t> dims, int64_t time_axis
   return ffi::Error::Success();
 }
 
+// The input dtypes, in one list. Adding one: a line here, its DTypeTraits below, and its input
+// type on each platform with the conversions to and from its state type (CpuDType in
+// qif_cpu.cc, CudaDType in launch/cuda_dtypes.h and kernels/stream_io.cuh; see cuda/README.md).
+#define JAXQIF_INPUT_DTYPES(X) X(F16) X(BF16) X(F32) X(F64)
+
+// What an input dtype is on every platform: the state type S its neurons are computed in, the
+// state's dtype, the bytes of an input element and the steps between checkpoints. A platform's
+// traits (CpuDType, CudaDType) add its input type, Input.
+template <ffi::DataType kInput, typename S>
+struct InputDType {
+  static constexpr ffi::DataType kDType = kInput;
+  using State = S;
+  static constexpr ffi::DataType kStateDType =
+      sizeof(S) == 8 ? ffi::DataType::F64 : ffi::DataType::F32;
+  static constexpr int kBytes = static_cast<int>(ffi::ByteWidth(kInput));
+  static constexpr int kCheckpointInterval = checkpoint_interval(kBytes);
+};
+
+// float16, bfloat16 and float32 inputs keep their state in float32, float64 in float64.
+template <ffi::DataType kDType>
+struct DTypeTraits;
+template <>
+struct DTypeTraits<ffi::DataType::F16> : InputDType<ffi::DataType::F16, float> {};
+template <>
+struct DTypeTraits<ffi::DataType::BF16> : InputDType<ffi::DataType::BF16, float> {};
+template <>
+struct DTypeTraits<ffi::DataType::F32> : InputDType<ffi::DataType::F32, float> {};
+template <>
+struct DTypeTraits<ffi::DataType::F64> : InputDType<ffi::DataType::F64, double> {};
+
 inline bool is_input_dtype(ffi::DataType t) {
-  return t == ffi::DataType::F16 || t == ffi::DataType::BF16 || t == ffi::DataType::F32 ||
-         t == ffi::DataType::F64;
+  switch (t) {
+#define JAXQIF_INPUT_DTYPE_CASE(D) case ffi::DataType::D:
+    JAXQIF_INPUT_DTYPES(JAXQIF_INPUT_DTYPE_CASE)
+#undef JAXQIF_INPUT_DTYPE_CASE
+    return true;
+    default: return false;
+  }
 }
 
-// float16/bfloat16/float32 inputs keep their state in float32, float64 in float64.
+// The state dtype of an input dtype (INVALID for another dtype, which the checks refuse first).
 inline ffi::DataType state_dtype_for(ffi::DataType input) {
-  return input == ffi::DataType::F64 ? ffi::DataType::F64 : ffi::DataType::F32;
+  switch (input) {
+#define JAXQIF_STATE_DTYPE_CASE(D) \
+  case ffi::DataType::D: return DTypeTraits<ffi::DataType::D>::kStateDType;
+    JAXQIF_INPUT_DTYPES(JAXQIF_STATE_DTYPE_CASE)
+#undef JAXQIF_STATE_DTYPE_CASE
+    default: return ffi::DataType::INVALID;
+  }
 }
 
 // `optional` buffers may have zero elements, meaning "absent" (an unused output, or a cotangent
@@ -92,15 +133,22 @@ inline const void* data_or_null(const ffi::AnyBuffer& buffer) {
   return buffer.element_count() ? buffer.untyped_data() : nullptr;
 }
 
-// Calls fn(X{}, S{}) with the input type X and state type S of `dtype` (already checked to be
-// one of the four). Half and BFloat16 are the platform's 16-bit types.
-template <typename Half, typename BFloat16, typename Fn>
-void dispatch_dtype(ffi::DataType dtype, Fn&& fn) {
+// Calls fn.template operator()<Platform<dtype>>() (the platform's traits of `dtype`: its Input
+// type, State type, ...) and returns true; for a dtype not in the list returns false and calls
+// nothing (the handlers refuse such dtypes first: false is an internal error).
+template <template <ffi::DataType> class Platform, typename Fn>
+bool dispatch_dtype(ffi::DataType dtype, Fn&& fn) {
   switch (dtype) {
-    case ffi::DataType::F16: return fn(Half{}, float{});
-    case ffi::DataType::BF16: return fn(BFloat16{}, float{});
-    case ffi::DataType::F32: return fn(float{}, float{});
-    default: return fn(double{}, double{});
+#define JAXQIF_DTYPE_CASE(D)                                                           \
+  case ffi::DataType::D: {                                                             \
+    using Traits = Platform<ffi::DataType::D>;                                         \
+    static_assert(sizeof(typename Traits::Input) == Traits::kBytes, "input type size"); \
+    fn.template operator()<Traits>();                                                  \
+    return true;                                                                       \
+  }
+    JAXQIF_INPUT_DTYPES(JAXQIF_DTYPE_CASE)
+#undef JAXQIF_DTYPE_CASE
+    default: return false;
   }
 }
 

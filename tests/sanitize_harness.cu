@@ -12,6 +12,7 @@
 
 #include "kernels/stream_io.cuh"  // to_state, from_state
 #include "launch/backward_launch.h"
+#include "launch/cuda_dtypes.h"
 #include "launch/forward_launch.h"
 #include "static_switch.h"
 
@@ -41,9 +42,12 @@ T* filled(int64_t n, float offset) {
   return p;
 }
 
-template <typename X, typename S>
-void run(ffi::DataType dtype, const Layout& l, bool hard_reset, bool grad_v_seq,
-         int64_t surrogate) {
+// One forward and backward run of the input dtype D (CudaDType).
+template <typename D>
+void run(const Layout& l, bool hard_reset, bool grad_v_seq, int64_t surrogate) {
+  using X = typename D::Input;
+  using S = typename D::State;
+  const ffi::DataType dtype = D::kDType;
   const int64_t e = l.elements(), n = l.neurons();
   X* x = filled<X>(e, 0.4f);
   S* v_init = filled<S>(n, 0.0f);
@@ -117,18 +121,24 @@ int main() {
                             {1, 5, 1 << 20}, {1, 3, 1 << 20}};
   const int layout_count = sizeof(layouts) / sizeof(layouts[0]);
   const int small_layouts = layout_count - 4;
+  // Every input dtype, in the order of qif_ffi.h's list.
+  constexpr ffi::DataType kDTypes[] = {
+#define JAXQIF_HARNESS_DTYPE(D) ffi::DataType::D,
+      JAXQIF_INPUT_DTYPES(JAXQIF_HARNESS_DTYPE)
+#undef JAXQIF_HARNESS_DTYPE
+  };
   int runs = 0;
   for (int i = 0; i < layout_count; ++i) {
     const int64_t surrogates = i < small_layouts ? kNumSurrogates : 1;
     for (int64_t surrogate = 0; surrogate < surrogates; ++surrogate) {
       for (bool hard_reset : {true, false}) {
         for (bool grad_v_seq : {false, true}) {
-          const Layout& l = layouts[i];
-          run<__half, float>(ffi::DataType::F16, l, hard_reset, grad_v_seq, surrogate);
-          run<__nv_bfloat16, float>(ffi::DataType::BF16, l, hard_reset, grad_v_seq, surrogate);
-          run<float, float>(ffi::DataType::F32, l, hard_reset, grad_v_seq, surrogate);
-          run<double, double>(ffi::DataType::F64, l, hard_reset, grad_v_seq, surrogate);
-          runs += 4;
+          for (ffi::DataType dtype : kDTypes) {
+            dispatch_dtype<gpu::CudaDType>(dtype, [&]<typename D>() {
+              run<D>(layouts[i], hard_reset, grad_v_seq, surrogate);
+            });
+            ++runs;
+          }
         }
       }
     }

@@ -4,8 +4,6 @@
 // with the forward's launch or kernels.
 #pragma once
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -14,6 +12,7 @@
 #include "kernels/backward_kernel.cuh"
 #include "kernels/segmented_backward_kernel.cuh"
 #include "launch/backward_launch.h"
+#include "launch/cuda_dtypes.h"
 #include "launch/launch.cuh"
 #include "launch/plan.h"
 #include "qif_buffers.h"
@@ -25,10 +24,12 @@ namespace jaxqif::gpu {
 
 template <SurrogateKind kKind, bool kHardReset>
 cudaError_t launch_backward(const BackwardCall& call, cudaStream_t stream) {
-  cudaError_t status = cudaSuccess;
-  dispatch_dtype<__half, __nv_bfloat16>(call.input_dtype, [&](auto x_tag, auto s_tag) {
-    using X = decltype(x_tag);
-    using S = decltype(s_tag);
+  // Left so only if no kernel serves the call: a dtype or a plan outside the lists, which the
+  // handler's checks and choose_plan rule out.
+  cudaError_t status = cudaErrorNotSupported;
+  dispatch_dtype<CudaDType>(call.input_dtype, [&]<typename D>() {
+    using X = typename D::Input;
+    using S = typename D::State;
     const auto p = QifParams<S>::template backward<kKind>(call.settings);
     const LaunchPlan plan = choose_plan(
         call.layout, backward_wide_vec<X>(call.layout.steps), kStagedVec<X>,
@@ -36,7 +37,7 @@ cudaError_t launch_backward(const BackwardCall& call, cudaStream_t stream) {
                      call.ptr.x, call.ptr.checkpoints, call.ptr.v_init, call.ptr.grad_x,
                      call.ptr.grad_v_init}),
         true, device_properties());
-    dispatch_backward_plan<X>(plan.plan, call.layout.steps, [&]<typename Sh>(Sh) {
+    dispatch_backward_plan<X>(plan.plan, call.layout.steps, [&]<typename Sh>() {
       auto run = [&](auto kernel, const LaunchPlan& launch_plan, size_t shared) {
         status = launch(kernel, launch_plan, shared, stream, call.ptr, call.layout, p,
                         call.settings.neuron.v_init_value);

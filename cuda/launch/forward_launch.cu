@@ -6,18 +6,16 @@
 #include "launch/forward_launch.h"
 
 #include <cuda.h>
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <cudaTypedefs.h>  // the driver's tensor-map encoder
 
 #include <algorithm>
 #include <cstdint>
-#include <type_traits>
 
 #include "kernels/bulk_forward_kernel.cuh"
 #include "kernels/forward_kernel.cuh"
 #include "kernels/stream_io.cuh"
+#include "launch/cuda_dtypes.h"
 #include "launch/launch.cuh"
 #include "launch/plan.h"
 #include "qif_buffers.h"
@@ -49,25 +47,19 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
   return encoder;
 }
 
-template <typename X>
-constexpr CUtensorMapDataType kTensorMapType =
-    std::is_same_v<X, __half>          ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
-    : std::is_same_v<X, __nv_bfloat16> ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
-    : std::is_same_v<X, float>         ? CU_TENSOR_MAP_DATA_TYPE_FLOAT32
-                                       : CU_TENSOR_MAP_DATA_TYPE_FLOAT64;
-
-// One [outer, T, inner] stream as a 3-D tensor (innermost first) in boxes of the block's
-// neurons by `chunk` steps.
-template <typename X>
+// One [outer, T, inner] stream of dtype D as a 3-D tensor (innermost first) in boxes of the
+// block's neurons by `chunk` steps.
+template <typename D>
 cudaError_t encode_stream(CUtensorMap* map, const void* data, const Layout& l, int chunk) {
   const cuuint64_t dims[3] = {static_cast<cuuint64_t>(l.inner), static_cast<cuuint64_t>(l.steps),
                               static_cast<cuuint64_t>(l.outer)};
+  using X = typename D::Input;
   const cuuint64_t strides[2] = {static_cast<cuuint64_t>(l.inner) * sizeof(X),
                                  static_cast<cuuint64_t>(l.inner * l.steps) * sizeof(X)};
   const cuuint32_t box[3] = {kBulkNeurons, static_cast<cuuint32_t>(chunk), 1};
   const cuuint32_t element_strides[3] = {1, 1, 1};
   const CUresult status = tensor_map_encoder()(
-      map, kTensorMapType<X>, 3, const_cast<void*>(data), dims, strides, box, element_strides,
+      map, D::kTensorMap, 3, const_cast<void*>(data), dims, strides, box, element_strides,
       CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_NONE, CU_TENSOR_MAP_L2_PROMOTION_NONE,
       CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   return status == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
@@ -89,18 +81,20 @@ bool bulk_forward_ok(const ForwardCall& call, size_t shared, int64_t blocks) {
 
 // Launches the bulk forward with ring Bk if it can take the call (bulk_forward_ok); returns
 // false, launching nothing, if not.
-template <typename X, typename S, typename Bk>
-bool launch_bulk_forward(const ForwardCall& call, const QifParams<S>& p, cudaStream_t stream,
-                         cudaError_t* status) {
+template <typename D, typename Bk>
+bool launch_bulk_forward(const ForwardCall& call, const QifParams<typename D::State>& p,
+                         cudaStream_t stream, cudaError_t* status) {
+  using X = typename D::Input;
+  using S = typename D::State;
   const Layout& l = call.layout;
   const size_t shared = Bk::template kSharedBytes<X>;
   const int64_t blocks_per_row = (l.inner + kBulkNeurons - 1) / kBulkNeurons;
   const int64_t blocks = l.outer * blocks_per_row;
   if (!bulk_forward_ok<X>(call, shared, blocks)) return false;
   CUtensorMap x_map, spikes_map;
-  *status = encode_stream<X>(&x_map, call.ptr.x, l, Bk::kChunk);
+  *status = encode_stream<D>(&x_map, call.ptr.x, l, Bk::kChunk);
   if (*status == cudaSuccess) {
-    *status = encode_stream<X>(&spikes_map, call.ptr.spikes, l, Bk::kChunk);
+    *status = encode_stream<D>(&spikes_map, call.ptr.spikes, l, Bk::kChunk);
   }
   if (*status != cudaSuccess) return true;  // taken, and failed: the handler reports it
   auto run = [&](auto kernel) {
@@ -121,10 +115,12 @@ bool launch_bulk_forward(const ForwardCall& call, const QifParams<S>& p, cudaStr
 }  // namespace
 
 cudaError_t launch_forward(const ForwardCall& call, cudaStream_t stream) {
-  cudaError_t status = cudaSuccess;
-  dispatch_dtype<__half, __nv_bfloat16>(call.input_dtype, [&](auto x_tag, auto s_tag) {
-    using X = decltype(x_tag);
-    using S = decltype(s_tag);
+  // Left so only if no kernel serves the call: a dtype or a plan outside the lists, which the
+  // handler's checks and choose_plan rule out.
+  cudaError_t status = cudaErrorNotSupported;
+  dispatch_dtype<CudaDType>(call.input_dtype, [&]<typename D>() {
+    using X = typename D::Input;
+    using S = typename D::State;
     const QifParams<S> p(call.settings);
     const LaunchPlan plan =
         choose_plan(call.layout, kWideVec<X>, kStagedVec<X>,
@@ -133,12 +129,12 @@ cudaError_t launch_forward(const ForwardCall& call, cudaStream_t stream) {
                     false, device_properties());
     // The staged plans' layouts go to the bulk forward where it can take them.
     if ((plan.plan == Plan::kStagedDeep &&
-         launch_bulk_forward<X, S, BulkDeep<X>>(call, p, stream, &status)) ||
+         launch_bulk_forward<D, BulkDeep<X>>(call, p, stream, &status)) ||
         (plan.plan == Plan::kStagedShallow &&
-         launch_bulk_forward<X, S, BulkShallow<X>>(call, p, stream, &status))) {
+         launch_bulk_forward<D, BulkShallow<X>>(call, p, stream, &status))) {
       return;
     }
-    dispatch_forward_plan<X>(plan.plan, [&]<typename Sh>(Sh) {
+    dispatch_forward_plan<X>(plan.plan, [&]<typename Sh>() {
       using Reader = StreamReader<Sh::kStaged, 1, Sh::kChunk, X, Sh::kVec>;
       const size_t shared = Sh::kStaged ? Reader::kStagedBytes : 0;
       // One kernel per set of stored streams (inference: neither checkpoints nor v_seq).

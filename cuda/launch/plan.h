@@ -135,30 +135,47 @@ inline LaunchPlan fit_segments(LaunchPlan plan, size_t shared_bytes_per_thread,
   return plan;
 }
 
-// Calls fn(Shape<kVec, kChunk, kStaged>{}) for a forward plan.
-template <typename X, typename Fn>
-void dispatch_forward_plan(Plan plan, Fn&& fn) {
-  switch (plan) {
-    case Plan::kWide: return fn(Shape<kWideVec<X>, 4, false>{});
-    case Plan::kNarrow: return fn(Shape<1, 8, false>{});
-    case Plan::kNarrowLong: return fn(Shape<1, 32, false>{});
-    case Plan::kStagedDeep: return fn(Shape<kStagedVec<X>, 32, true>{});
-    default: return fn(Shape<kStagedVec<X>, 8, true>{});  // staged shallow
-  }
+// Calls fn.template operator()<Sh>() and returns true (a plan has a kernel of shape Sh).
+template <typename Sh, typename Fn>
+bool call_with_shape(Fn& fn) {
+  fn.template operator()<Sh>();
+  return true;
 }
 
-// The backward works one checkpoint interval at a time in every plan (short sequences in the
-// wide plan: one chunk of kShortSteps).
+// Calls fn.template operator()<Shape<kVec, kChunk, kStaged>>() for a forward plan and returns
+// true; returns false, calling nothing, for the segmented plan, which the forward has no kernel
+// for (choose_plan never gives it to the forward).
 template <typename X, typename Fn>
-void dispatch_backward_plan(Plan plan, int64_t steps, Fn&& fn) {
+bool dispatch_forward_plan(Plan plan, Fn&& fn) {
+  switch (plan) {
+    case Plan::kWide: return call_with_shape<Shape<kWideVec<X>, 4, false>>(fn);
+    case Plan::kNarrow: return call_with_shape<Shape<1, 8, false>>(fn);
+    case Plan::kNarrowLong: return call_with_shape<Shape<1, 32, false>>(fn);
+    case Plan::kStagedDeep: return call_with_shape<Shape<kStagedVec<X>, 32, true>>(fn);
+    case Plan::kStagedShallow: return call_with_shape<Shape<kStagedVec<X>, 8, true>>(fn);
+    case Plan::kSegmented: break;
+  }
+  return false;
+}
+
+// The same for a backward plan, which works one checkpoint interval at a time (short sequences
+// in the wide plan: one chunk of kShortSteps); false for the staged plans, the forward's only.
+template <typename X, typename Fn>
+bool dispatch_backward_plan(Plan plan, int64_t steps, Fn&& fn) {
   constexpr int kInterval = checkpoint_interval(sizeof(X));
   switch (plan) {
     case Plan::kWide:
-      if (steps <= kShortSteps) return fn(Shape<kBackwardShortVec<X>, kShortSteps, false>{});
-      return fn(Shape<kBackwardWideVec<X>, kInterval, false>{});
-    case Plan::kSegmented: return fn(Shape<kStagedVec<X>, kInterval, true>{});
-    default: return fn(Shape<1, kInterval, false>{});  // narrow, narrow long
+      if (steps <= kShortSteps) {
+        return call_with_shape<Shape<kBackwardShortVec<X>, kShortSteps, false>>(fn);
+      }
+      return call_with_shape<Shape<kBackwardWideVec<X>, kInterval, false>>(fn);
+    case Plan::kSegmented: return call_with_shape<Shape<kStagedVec<X>, kInterval, true>>(fn);
+    case Plan::kNarrow:
+    case Plan::kNarrowLong: return call_with_shape<Shape<1, kInterval, false>>(fn);
+    case Plan::kStagedDeep:
+    case Plan::kStagedShallow: break;
   }
+  return false;
 }
 
 // The bulk forward's rings, per input type (measured, benchmarks/NOTES.md 26-27): 4 slots of x
