@@ -1,5 +1,6 @@
 // A/B timing of jaxqif's CUDA kernels without JAX, for comparing two versions of the sources in
-// one device call (benchmarks/NOTES.md 17-20): each benchmark shape in float32 and bfloat16, hard
+// one device call (benchmarks/NOTES.md, "Backward: constants folded once" to "Forward variants
+// tried for the bfloat16 training forward"): each benchmark shape in float32 and bfloat16, hard
 // reset, CUDA events over `calls` launches (after 5 warm-up ones) rotating 4 input sets so that
 // the caches do not hold them. Build one side per binary, with the library's own flags, from the
 // repository root:
@@ -11,10 +12,12 @@
 //     nvcc -std=c++20 -O3 --fmad=true -arch=sm_90 -Icuda -Ithird_party/xla_ffi -DAB_BACKWARD \
 //       -DAB_TAG='"name"' benchmarks/kernel_ab.cu -o /tmp/ab_backward
 // Run: /tmp/ab_forward [T (0: every shape)] [calls (default 50)]. One line per shape, dtype and
-// mode: microseconds per call and the bytes moved per second. NOTES.md 17-20's A/B figures came
-// from two separate harnesses (forward, backward), merged here into one file, which gave
-// NOTES.md 23-24's. Sources before the checkpointed backward (NOTES.md 25) saved H instead:
-// build those with this file as of that commit's parent. Sources before the split of
+// mode: microseconds per call and the bytes moved per second. Those sections' A/B figures came
+// from two separate harnesses (forward, backward), merged here into one file, which gave the
+// figures of "The charge as a polynomial in V; what else bounds the long-T forward" and "The
+// segmented backward at 2 to 16 warps". Sources before the checkpointed backward ("No per-step
+// residual: checkpoints every few steps, H recomputed in the backward") saved H instead: build
+// those with this file as of that commit's parent. Sources before the split of
 // cuda/qif_cuda_kernels.cuh (cuda/README.md) need this file as of that commit's parent, and
 // older than 5c258db also multiprocessor_count() defined (it lived in qif_cuda.cu then).
 #include <cstdio>

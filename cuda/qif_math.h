@@ -172,7 +172,8 @@ QIF_HD bool qif_is_finite(double x) { return fabs(x) <= DBL_MAX; }
 // charge: H[t] = V[t-1] + (X[t] + a0 (V[t-1] - v_rest)(V[t-1] - v_c)) / tau, expanded in V[t-1]
 // (QifParams) and evaluated as three fused multiply-adds. Only two of them lie on the chain from
 // one step's V to the next, against six operations in the formula's own order: the serial part
-// of a long sequence of few neurons (benchmarks/NOTES.md 21 and 23). It rounds a few ulp away
+// of a long sequence of few neurons (benchmarks/NOTES.md, "What bounds the long-T forward" and
+// "The charge as a polynomial in V; what else bounds the long-T forward"). It rounds a few ulp away
 // from the formula as written; jaxqif/reference.py evaluates the same polynomial, unfused unless
 // XLA fuses it. The CPU and CUDA handlers, built without FMA contraction elsewhere, agree bit
 // for bit. In two parts, H = qif_charge_slope(V[t-1]) V[t-1] + qif_drive(X[t]), for a kernel

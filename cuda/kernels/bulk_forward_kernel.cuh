@@ -4,8 +4,10 @@
 // copies each chunk of kChunk steps of x as a single box into a ring of kSlots chunks, and each
 // chunk of spikes out as a box from a ring of kOutSlots chunks. Each ring slot has two mbarriers
 // (full, free), so a compute warp waits only for data it needs and never for the other warps
-// (benchmarks/NOTES.md 26-27). Boxes past the end of the row or the sequence are zero-filled on
-// load and clipped on store, so no thread checks bounds per step. V is stored by the compute
+// (benchmarks/NOTES.md, "The bulk forward: the Tensor Memory Accelerator copies the staged plans'
+// chunks" and "The bulk forward: a copy warp, staggered first boxes, the slope carried"). Boxes
+// past the end of the row or the sequence are zero-filled on load and clipped on store, so no
+// thread checks bounds per step. V is stored by the compute
 // threads themselves (rarely all of it; checkpoints every few steps).
 //
 // Device code only, with no host-only include: a kernel header (see cuda/README.md). The
@@ -26,7 +28,8 @@
 namespace jaxqif::gpu {
 
 // The first kSlots boxes of x leave this far apart, so that every block's first chunk lands
-// early instead of all blocks' whole rings arriving together (benchmarks/NOTES.md 27).
+// early instead of all blocks' whole rings arriving together (benchmarks/NOTES.md, "The bulk
+// forward: a copy warp, staggered first boxes, the slope carried").
 constexpr int64_t kBulkStaggerNs = 500;
 
 __device__ __forceinline__ int64_t global_time_ns() {
@@ -130,8 +133,9 @@ __global__ void __launch_bounds__(kBulkThreads)
   S v = ptr.v_init && active ? static_cast<const S*>(ptr.v_init)[n] : v_init_value;
   // qif_charge split in two, its slope carried from step to step. After a hard reset V is
   // v_reset or H, so the next slope is one of two values known as soon as H is: selecting it
-  // takes the compare off the chain from one step's V to the next (NOTES.md 27). The same
-  // operations as qif_charge, so the same bits.
+  // takes the compare off the chain from one step's V to the next (benchmarks/NOTES.md, "The
+  // bulk forward: a copy warp, staggered first boxes, the slope carried"). The same operations
+  // as qif_charge, so the same bits.
   const S slope_after_reset = qif_charge_slope(p.v_reset, p);
   S slope = qif_charge_slope(v, p);
   const X one = from_state<X>(S(1)), zero = from_state<X>(S(0));

@@ -178,10 +178,12 @@ bool dispatch_backward_plan(Plan plan, int64_t steps, Fn&& fn) {
   return false;
 }
 
-// The bulk forward's rings, per input type (measured, benchmarks/NOTES.md 26-27): 4 slots of x
-// and 2 of spikes. Deep (about one block per multiprocessor): chunks of 128 bytes per neuron
-// (64 steps of 16-bit inputs, 32 of float32; 96 KB). Shallow: chunks of 64 bytes per neuron,
-// 48 KB per block, so that four blocks share a multiprocessor.
+// The bulk forward's rings, per input type (measured, benchmarks/NOTES.md, "The bulk forward:
+// the Tensor Memory Accelerator copies the staged plans' chunks" and "The bulk forward: a copy
+// warp, staggered first boxes, the slope carried"): 4 slots of x and 2 of spikes. Deep (about
+// one block per multiprocessor): chunks of 128 bytes per neuron (64 steps of 16-bit inputs, 32
+// of float32; 96 KB). Shallow: chunks of 64 bytes per neuron, 48 KB per block, so that four
+// blocks share a multiprocessor.
 template <typename X>
 using BulkDeep = BulkShape<128 / static_cast<int>(sizeof(X)), 4, 2>;
 template <typename X>
