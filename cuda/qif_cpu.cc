@@ -184,21 +184,13 @@ template <SurrogateKind kKind, bool kHardReset, typename X, typename S>
 template <ffi::DataType kDType>
 struct CpuDType;
 template <>
-struct CpuDType<ffi::DataType::F16> : DTypeTraits<ffi::DataType::F16> {
-  using Input = Half;
-};
+struct CpuDType<ffi::DataType::F16> : PlatformDType<ffi::DataType::F16, Half> {};
 template <>
-struct CpuDType<ffi::DataType::BF16> : DTypeTraits<ffi::DataType::BF16> {
-  using Input = BFloat16;
-};
+struct CpuDType<ffi::DataType::BF16> : PlatformDType<ffi::DataType::BF16, BFloat16> {};
 template <>
-struct CpuDType<ffi::DataType::F32> : DTypeTraits<ffi::DataType::F32> {
-  using Input = float;
-};
+struct CpuDType<ffi::DataType::F32> : PlatformDType<ffi::DataType::F32, float> {};
 template <>
-struct CpuDType<ffi::DataType::F64> : DTypeTraits<ffi::DataType::F64> {
-  using Input = double;
-};
+struct CpuDType<ffi::DataType::F64> : PlatformDType<ffi::DataType::F64, double> {};
 
 ffi::Error cpu_forward(const ForwardCall& call) {
   const ForwardPointers& ptr = call.ptr;

@@ -88,6 +88,12 @@ struct DTypeTraits<ffi::DataType::F32> : InputDType<ffi::DataType::F32, float> {
 template <>
 struct DTypeTraits<ffi::DataType::F64> : InputDType<ffi::DataType::F64, double> {};
 
+// A platform's traits of an input dtype: DTypeTraits and the platform's input type X.
+template <ffi::DataType kDType, typename X>
+struct PlatformDType : DTypeTraits<kDType> {
+  using Input = X;
+};
+
 inline bool is_input_dtype(ffi::DataType t) {
   switch (t) {
 #define JAXQIF_INPUT_DTYPE_CASE(D) case ffi::DataType::D:

@@ -11,31 +11,24 @@
 
 namespace jaxqif::gpu {
 
+template <ffi::DataType kDType, typename X, CUtensorMapDataType kMap>
+struct CudaDTypeOf : PlatformDType<kDType, X> {
+  static constexpr CUtensorMapDataType kTensorMap = kMap;
+};
+
 template <ffi::DataType kDType>
 struct CudaDType;
-
 template <>
-struct CudaDType<ffi::DataType::F16> : DTypeTraits<ffi::DataType::F16> {
-  using Input = __half;
-  static constexpr CUtensorMapDataType kTensorMap = CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
-};
-
+struct CudaDType<ffi::DataType::F16>
+    : CudaDTypeOf<ffi::DataType::F16, __half, CU_TENSOR_MAP_DATA_TYPE_FLOAT16> {};
 template <>
-struct CudaDType<ffi::DataType::BF16> : DTypeTraits<ffi::DataType::BF16> {
-  using Input = __nv_bfloat16;
-  static constexpr CUtensorMapDataType kTensorMap = CU_TENSOR_MAP_DATA_TYPE_BFLOAT16;
-};
-
+struct CudaDType<ffi::DataType::BF16>
+    : CudaDTypeOf<ffi::DataType::BF16, __nv_bfloat16, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16> {};
 template <>
-struct CudaDType<ffi::DataType::F32> : DTypeTraits<ffi::DataType::F32> {
-  using Input = float;
-  static constexpr CUtensorMapDataType kTensorMap = CU_TENSOR_MAP_DATA_TYPE_FLOAT32;
-};
-
+struct CudaDType<ffi::DataType::F32>
+    : CudaDTypeOf<ffi::DataType::F32, float, CU_TENSOR_MAP_DATA_TYPE_FLOAT32> {};
 template <>
-struct CudaDType<ffi::DataType::F64> : DTypeTraits<ffi::DataType::F64> {
-  using Input = double;
-  static constexpr CUtensorMapDataType kTensorMap = CU_TENSOR_MAP_DATA_TYPE_FLOAT64;
-};
+struct CudaDType<ffi::DataType::F64>
+    : CudaDTypeOf<ffi::DataType::F64, double, CU_TENSOR_MAP_DATA_TYPE_FLOAT64> {};
 
 }  // namespace jaxqif::gpu
