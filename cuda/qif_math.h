@@ -108,7 +108,6 @@ struct QifParams {
   static QifParams backward(const BackwardSettings& s) {
     return QifParams(s.neuron, SurrogateTraits<kKind>::constants(s.alpha), s.detach_reset);
   }
-  QifParams(const BackwardSettings&) = delete;  // backward<kKind>, not the forward's
 
  private:
   QifParams(const NeuronSettings& s, const SurrogateConstants& sg, bool detach)
