@@ -1,23 +1,35 @@
 // A/B timing of jaxqif's CUDA kernels without JAX, for comparing two versions of the sources in
-// one device call (benchmarks/NOTES.md 17-20): each benchmark shape in float32 and bfloat16, hard
+// one device call (benchmarks/NOTES.md, "Backward: constants folded once" to "Forward variants
+// tried for the bfloat16 training forward"): each benchmark shape in float32 and bfloat16, hard
 // reset, CUDA events over `calls` launches (after 5 warm-up ones) rotating 4 input sets so that
-// the caches do not hold them. Build one side per binary, with the library's own flags:
-//   forward (inference and training):
-//     nvcc -std=c++20 -O3 --fmad=false -arch=sm_90 -I<sources> -I<jax.ffi.include_dir()> \
-//       -DAB_TAG='"name"' benchmarks/kernel_ab.cu -o /tmp/ab_forward
+// the caches do not hold them. Build one side per binary, with the library's own flags, from the
+// repository root:
+//   forward (inference and training), this file with the forward's translation unit:
+//     nvcc -std=c++20 -O3 --fmad=false -arch=sm_90 -Icuda -Ithird_party/xla_ffi \
+//       -DAB_TAG='"name"' benchmarks/kernel_ab.cu cuda/launch/forward_launch.cu -o /tmp/ab_forward
 //   backward (Sigmoid surrogate, grad_spikes only; x and the checkpoints synthetic patterns
-//   that cross the threshold): the same with --fmad=true -DAB_BACKWARD
+//   that cross the threshold), this file alone, which instantiates the backward it times:
+//     nvcc -std=c++20 -O3 --fmad=true -arch=sm_90 -Icuda -Ithird_party/xla_ffi -DAB_BACKWARD \
+//       -DAB_TAG='"name"' benchmarks/kernel_ab.cu -o /tmp/ab_backward
 // Run: /tmp/ab_forward [T (0: every shape)] [calls (default 50)]. One line per shape, dtype and
-// mode: microseconds per call and the bytes moved per second. NOTES.md 17-20's A/B figures came
-// from two separate harnesses (forward, backward), merged here into one file, which gave
-// NOTES.md 23-24's. Sources before the checkpointed backward (NOTES.md 25) saved H instead:
-// build those with this file as of that commit's parent. Sources older than 5c258db also need
-// multiprocessor_count() defined (it lived in qif_cuda.cu then).
+// mode: microseconds per call and the bytes moved per second. Those sections' A/B figures came
+// from two separate harnesses (forward, backward), merged here into one file, which gave the
+// figures of "The charge as a polynomial in V; what else bounds the long-T forward" and "The
+// segmented backward at 2 to 16 warps". Sources before the checkpointed backward ("No per-step
+// residual: checkpoints every few steps, H recomputed in the backward") saved H instead: build
+// those with this file as of that commit's parent. Sources before the split of
+// cuda/qif_cuda_kernels.cuh (cuda/README.md) need this file as of that commit's parent, and
+// older than 5c258db also multiprocessor_count() defined (it lived in qif_cuda.cu then).
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
-#include "qif_cuda_kernels.cuh"
+#include "kernels/stream_io.cuh"  // from_state
+#ifdef AB_BACKWARD
+#include "launch/backward_launch.cuh"
+#else
+#include "launch/forward_launch.h"
+#endif
 
 #ifndef AB_TAG
 #define AB_TAG "ab"
@@ -25,7 +37,7 @@
 
 namespace jaxqif::gpu {
 #ifdef AB_BACKWARD
-template cudaError_t launch_backward<SurrogateKind::kSigmoid, true>(const BackwardLaunch&,
+template cudaError_t launch_backward<SurrogateKind::kSigmoid, true>(const BackwardCall&,
                                                                     cudaStream_t);
 #endif
 }  // namespace jaxqif::gpu
@@ -34,6 +46,20 @@ namespace {
 
 using namespace jaxqif;
 constexpr int kSets = 4;
+
+// Hard reset, the benchmarks' neuron.
+NeuronSettings neuron(int checkpoint_steps) {
+  return {.time_axis = 1,
+          .tau = 2.0,
+          .v_c = 0.8,
+          .a0 = 1.0,
+          .v_threshold = 1.0,
+          .v_rest = 0.0,
+          .v_reset = -0.1,
+          .hard_reset = true,
+          .v_init_value = -0.1,
+          .checkpoint_steps = checkpoint_steps};
+}
 
 template <typename T>
 __global__ void fill(T* p, int64_t n, float offset, float amplitude) {
@@ -84,7 +110,7 @@ void time_shape(const char* dtype_name, ffi::DataType dtype, int64_t T, int64_t 
     for (int i = 0; i < kSets; ++i) xs.push_back(device_array<X>(e, 0.4f, 0.8f));
     X* spikes = device_array<X>(e);
     float* checkpoints = train && saved ? device_array<float>(saved) : nullptr;
-    gpu::ForwardLaunch f{{}, layout, dtype, 2.0, 0.8, 1.0, 1.0, 0.0, -0.1, true, -0.1};
+    ForwardCall f{{}, layout, dtype, neuron(checkpoint_interval(sizeof(X)))};
     const float us = time_us(calls, [&](int i) {
       f.ptr = {xs[i % kSets], nullptr, spikes, nullptr, nullptr, checkpoints};
       gpu::launch_forward(f, nullptr);
@@ -105,7 +131,7 @@ void time_shape(const char* dtype_name, ffi::DataType dtype, int64_t T, int64_t 
     xs.push_back(device_array<X>(e, 0.4f, 0.8f));
     checkpoints.push_back(saved ? device_array<float>(saved, 0.3f, 0.6f) : nullptr);
   }
-  gpu::BackwardLaunch b{{}, layout, dtype, 2.0, 0.8, 1.0, 1.0, 0.0, -0.1, 4.0, true, false, -0.1};
+  BackwardCall b{{}, layout, dtype, {neuron(checkpoint_interval(sizeof(X))), false, 0, 4.0}};
   const float us = time_us(calls, [&](int i) {
     const int s = i % kSets;
     b.ptr = {grad_spikes[s], nullptr, nullptr, xs[s], checkpoints[s], nullptr, grad_x[s], nullptr};

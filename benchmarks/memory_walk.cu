@@ -1,6 +1,7 @@
-// Memory probe for the long-sequence access pattern (benchmarks/NOTES.md 14): each thread walks
-// T rows of one vector of adjacent elements (row stride = the row's bytes), loading row t + U
-// while storing row t, with no arithmetic. Prints the copy rate of each variant: element width
+// Memory probe for the long-sequence access pattern (benchmarks/NOTES.md, "The long-T forward:
+// shorter arithmetic, deeper ring, a memory probe"): each thread walks T rows of one vector of
+// adjacent elements (row stride = the row's bytes), loading row t + U while storing row t, with
+// no arithmetic. Prints the copy rate of each variant: element width
 // per thread, prefetch depth U, block size, and blocks whose warps are kept in step.
 //   nvcc -O3 -arch=sm_90 benchmarks/memory_walk.cu -o /tmp/memory_walk && /tmp/memory_walk
 #include <cstdio>

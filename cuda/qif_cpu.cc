@@ -6,6 +6,7 @@
 
 #include "qif_ffi.h"
 #include "qif_math.h"
+#include "static_switch.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace jaxqif {
@@ -178,58 +179,58 @@ template <SurrogateKind kKind, bool kHardReset, typename X, typename S>
   }
 }
 
-ffi::Error ForwardImpl(ffi::AnyBuffer x, ffi::AnyBuffer v_init, ffi::Result<ffi::AnyBuffer> spikes,
-                       ffi::Result<ffi::AnyBuffer> v_final, ffi::Result<ffi::AnyBuffer> v_seq,
-                       ffi::Result<ffi::AnyBuffer> checkpoints, int64_t time_axis, double tau,
-                       double v_c, double a0, double v_threshold, double v_rest, double v_reset,
-                       bool hard_reset, double v_init_value, int64_t checkpoint_steps) {
-  ForwardCall call;
-  JAXQIF_RETURN_IF_ERROR(check_forward(x, v_init, *spikes, *v_final, *v_seq, *checkpoints,
-                                       time_axis, checkpoint_steps, &call));
-  if (call.layout.elements() == 0) return ffi::Error::Success();
-  dispatch_dtype<Half, BFloat16>(call.input_dtype, [&](auto x_tag, auto s_tag) {
-    using X = decltype(x_tag);
-    using S = decltype(s_tag);
-    const auto p = QifParams<S>::from_double(tau, v_c, a0, v_threshold, v_rest, v_reset,
-                                             hard_reset);
-    auto run = [&]<bool kHardReset>() {
+// The CPU side of the input dtypes (DTypeTraits, qif_ffi.h): each one's input type, whose
+// conversions to and from the state type are to_state / from_state above.
+template <ffi::DataType kDType>
+struct CpuDType;
+template <>
+struct CpuDType<ffi::DataType::F16> : PlatformDType<ffi::DataType::F16, Half> {};
+template <>
+struct CpuDType<ffi::DataType::BF16> : PlatformDType<ffi::DataType::BF16, BFloat16> {};
+template <>
+struct CpuDType<ffi::DataType::F32> : PlatformDType<ffi::DataType::F32, float> {};
+template <>
+struct CpuDType<ffi::DataType::F64> : PlatformDType<ffi::DataType::F64, double> {};
+
+ffi::Error cpu_forward(const ForwardCall& call) {
+  const ForwardPointers& ptr = call.ptr;
+  const NeuronSettings& s = call.settings;
+  const bool known_dtype = dispatch_dtype<CpuDType>(call.input_dtype, [&]<typename D>() {
+    using X = typename D::Input;
+    using S = typename D::State;
+    const QifParams<S> p(s);
+    bool_switch([&]<bool kHardReset>() {
       run_rows<forward_rows_body<X, S, kHardReset>>(
-          data_or_null<X>(x), data_or_null<S>(v_init), static_cast<S>(v_init_value),
-          data_or_null<X>(*spikes), data_or_null<S>(*v_final), data_or_null<S>(*v_seq),
-          data_or_null<S>(*checkpoints), call.layout, p);
-    };
-    if (hard_reset) run.template operator()<true>();
-    else run.template operator()<false>();
+          static_cast<const X*>(ptr.x), static_cast<const S*>(ptr.v_init),
+          static_cast<S>(s.v_init_value), static_cast<X*>(ptr.spikes),
+          static_cast<S*>(ptr.v_final), static_cast<S*>(ptr.v_seq),
+          static_cast<S*>(ptr.checkpoints), call.layout, p);
+    }, s.hard_reset);
   });
+  if (!known_dtype) return no_kernel("dtype", static_cast<int64_t>(call.input_dtype));
   return ffi::Error::Success();
 }
 
-ffi::Error BackwardImpl(ffi::AnyBuffer grad_spikes, ffi::AnyBuffer grad_v_seq,
-                        ffi::AnyBuffer grad_v_final, ffi::AnyBuffer x, ffi::AnyBuffer checkpoints,
-                        ffi::AnyBuffer v_init, ffi::Result<ffi::AnyBuffer> grad_x,
-                        ffi::Result<ffi::AnyBuffer> grad_v_init, int64_t time_axis, double tau,
-                        double v_c, double a0, double v_threshold, double v_rest, double v_reset,
-                        bool hard_reset, double v_init_value, int64_t checkpoint_steps,
-                        bool detach_reset, int64_t surrogate, double alpha) {
-  BackwardCall call;
-  JAXQIF_RETURN_IF_ERROR(check_backward(grad_spikes, grad_v_seq, grad_v_final, x, checkpoints,
-                                        v_init, *grad_x, *grad_v_init, time_axis,
-                                        checkpoint_steps, surrogate, &call));
-  if (call.layout.neurons() == 0) return ffi::Error::Success();
-  dispatch_dtype<Half, BFloat16>(call.input_dtype, [&](auto x_tag, auto s_tag) {
-    using X = decltype(x_tag);
-    using S = decltype(s_tag);
-    const auto p = QifParams<S>::from_double(tau, v_c, a0, v_threshold, v_rest, v_reset, hard_reset,
-                                             static_cast<SurrogateKind>(surrogate), alpha,
-                                             detach_reset);
-    dispatch_surrogate_reset(surrogate, hard_reset, [&]<SurrogateKind kKind, bool kHardReset>() {
-      run_rows<backward_rows_body<kKind, kHardReset, X, S>>(
-          data_or_null<X>(grad_spikes), data_or_null<S>(grad_v_seq),
-          data_or_null<S>(grad_v_final), data_or_null<X>(x), data_or_null<S>(checkpoints),
-          data_or_null<S>(v_init), static_cast<S>(v_init_value), data_or_null<X>(*grad_x),
-          data_or_null<S>(*grad_v_init), call.layout, p);
-    });
+ffi::Error cpu_backward(const BackwardCall& call) {
+  const BackwardPointers& ptr = call.ptr;
+  const BackwardSettings& s = call.settings;
+  bool known_surrogate = false;
+  const bool known_dtype = dispatch_dtype<CpuDType>(call.input_dtype, [&]<typename D>() {
+    using X = typename D::Input;
+    using S = typename D::State;
+    known_surrogate = dispatch_surrogate_reset(
+        s.surrogate, s.neuron.hard_reset, [&]<SurrogateKind kKind, bool kHardReset>() {
+          const auto p = QifParams<S>::template backward<kKind>(s);
+          run_rows<backward_rows_body<kKind, kHardReset, X, S>>(
+              static_cast<const X*>(ptr.grad_spikes), static_cast<const S*>(ptr.grad_v_seq),
+              static_cast<const S*>(ptr.grad_v_final), static_cast<const X*>(ptr.x),
+              static_cast<const S*>(ptr.checkpoints), static_cast<const S*>(ptr.v_init),
+              static_cast<S>(s.neuron.v_init_value), static_cast<X*>(ptr.grad_x),
+              static_cast<S*>(ptr.grad_v_init), call.layout, p);
+        });
   });
+  if (!known_dtype) return no_kernel("dtype", static_cast<int64_t>(call.input_dtype));
+  if (!known_surrogate) return no_kernel("surrogate", s.surrogate);
   return ffi::Error::Success();
 }
 
@@ -238,24 +239,8 @@ ffi::Error BackwardImpl(ffi::AnyBuffer grad_spikes, ffi::AnyBuffer grad_v_seq,
 
 namespace ffi = xla::ffi;
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqifForwardCpu, jaxqif::ForwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()  // x
-                                  .Arg<ffi::AnyBuffer>()  // v_init
-                                  .Ret<ffi::AnyBuffer>()  // spikes
-                                  .Ret<ffi::AnyBuffer>()  // v_final
-                                  .Ret<ffi::AnyBuffer>()  // v_seq
-                                  .Ret<ffi::AnyBuffer>()  // checkpoints
-                                  JAXQIF_NEURON_ATTRS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqifForwardCpu, jaxqif::ForwardHandler<jaxqif::cpu_forward>{},
+                              jaxqif::bind_forward(ffi::Ffi::Bind()));
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqifBackwardCpu, jaxqif::BackwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()  // grad_spikes
-                                  .Arg<ffi::AnyBuffer>()  // grad_v_seq
-                                  .Arg<ffi::AnyBuffer>()  // grad_v_final
-                                  .Arg<ffi::AnyBuffer>()  // x
-                                  .Arg<ffi::AnyBuffer>()  // checkpoints
-                                  .Arg<ffi::AnyBuffer>()  // v_init
-                                  .Ret<ffi::AnyBuffer>()  // grad_x
-                                  .Ret<ffi::AnyBuffer>()  // grad_v_init
-                                  JAXQIF_BACKWARD_ATTRS);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqifBackwardCpu, jaxqif::BackwardHandler<jaxqif::cpu_backward>{},
+                              jaxqif::bind_backward(ffi::Ffi::Bind()));

@@ -1,27 +1,19 @@
-// What the CPU and CUDA handlers share: the attribute list, and the checks that turn a malformed
-// call into an ffi::Error (a Python exception) before any memory is touched.
+// What the CPU and CUDA handlers share: their binding (operands, results, and the attributes
+// decoded into the neuron's settings), and the checks that turn a malformed call into an
+// ffi::Error (a Python exception) before any memory is touched.
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
+#include "qif_buffers.h"
 #include "qif_math.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace jaxqif {
 
 namespace ffi = xla::ffi;
-
-// The kernels see every array as [outer, T, inner] in row-major order: outer is the product of
-// the axes before time, inner of those after. Element (o, t, i) sits at (o * T + t) * inner + i,
-// and neuron n = o * inner + i. Any time axis and any vmapped axis map onto this with no copy.
-struct Layout {
-  int64_t outer = 1;
-  int64_t steps = 0;
-  int64_t inner = 1;
-  int64_t neurons() const { return outer * inner; }
-  int64_t elements() const { return outer * steps * inner; }
-};
 
 // Steps between checkpoints for inputs of `dtype` (qif_math.h's checkpoint_interval).
 inline int checkpoint_interval_of(ffi::DataType dtype) {
@@ -66,14 +58,61 @@ inline ffi::Error decode_layout(ffi::Span<const int64_t> dims, int64_t time_axis
   return ffi::Error::Success();
 }
 
+// The input dtypes, in one list. Adding one: a line here, its DTypeTraits below, and its input
+// type on each platform with the conversions to and from its state type (CpuDType in
+// qif_cpu.cc, CudaDType in launch/cuda_dtypes.h and kernels/stream_io.cuh; see cuda/README.md).
+#define JAXQIF_INPUT_DTYPES(X) X(F16) X(BF16) X(F32) X(F64)
+
+// What an input dtype is on every platform: the state type S its neurons are computed in, the
+// state's dtype, the bytes of an input element and the steps between checkpoints. A platform's
+// traits (CpuDType, CudaDType) add its input type, Input.
+template <ffi::DataType kInput, typename S>
+struct InputDType {
+  static constexpr ffi::DataType kDType = kInput;
+  using State = S;
+  static constexpr ffi::DataType kStateDType =
+      sizeof(S) == 8 ? ffi::DataType::F64 : ffi::DataType::F32;
+  static constexpr int kBytes = static_cast<int>(ffi::ByteWidth(kInput));
+  static constexpr int kCheckpointInterval = checkpoint_interval(kBytes);
+};
+
+// float16, bfloat16 and float32 inputs keep their state in float32, float64 in float64.
+template <ffi::DataType kDType>
+struct DTypeTraits;
+template <>
+struct DTypeTraits<ffi::DataType::F16> : InputDType<ffi::DataType::F16, float> {};
+template <>
+struct DTypeTraits<ffi::DataType::BF16> : InputDType<ffi::DataType::BF16, float> {};
+template <>
+struct DTypeTraits<ffi::DataType::F32> : InputDType<ffi::DataType::F32, float> {};
+template <>
+struct DTypeTraits<ffi::DataType::F64> : InputDType<ffi::DataType::F64, double> {};
+
+// A platform's traits of an input dtype: DTypeTraits and the platform's input type X.
+template <ffi::DataType kDType, typename X>
+struct PlatformDType : DTypeTraits<kDType> {
+  using Input = X;
+};
+
 inline bool is_input_dtype(ffi::DataType t) {
-  return t == ffi::DataType::F16 || t == ffi::DataType::BF16 || t == ffi::DataType::F32 ||
-         t == ffi::DataType::F64;
+  switch (t) {
+#define JAXQIF_INPUT_DTYPE_CASE(D) case ffi::DataType::D:
+    JAXQIF_INPUT_DTYPES(JAXQIF_INPUT_DTYPE_CASE)
+#undef JAXQIF_INPUT_DTYPE_CASE
+    return true;
+    default: return false;
+  }
 }
 
-// float16/bfloat16/float32 inputs keep their state in float32, float64 in float64.
+// The state dtype of an input dtype (INVALID for another dtype, which the checks refuse first).
 inline ffi::DataType state_dtype_for(ffi::DataType input) {
-  return input == ffi::DataType::F64 ? ffi::DataType::F64 : ffi::DataType::F32;
+  switch (input) {
+#define JAXQIF_STATE_DTYPE_CASE(D) \
+  case ffi::DataType::D: return DTypeTraits<ffi::DataType::D>::kStateDType;
+    JAXQIF_INPUT_DTYPES(JAXQIF_STATE_DTYPE_CASE)
+#undef JAXQIF_STATE_DTYPE_CASE
+    default: return ffi::DataType::INVALID;
+  }
 }
 
 // `optional` buffers may have zero elements, meaning "absent" (an unused output, or a cotangent
@@ -93,25 +132,37 @@ inline ffi::Error check_buffer(const char* name, const ffi::AnyBuffer& buffer, f
 }
 
 // A buffer's data, or nullptr for an absent (zero-element) one.
-template <typename T>
-T* data_or_null(ffi::AnyBuffer& buffer) {
-  return buffer.element_count() ? reinterpret_cast<T*>(buffer.untyped_data()) : nullptr;
+inline void* data_or_null(ffi::AnyBuffer& buffer) {
+  return buffer.element_count() ? buffer.untyped_data() : nullptr;
 }
-template <typename T>
-const T* data_or_null(const ffi::AnyBuffer& buffer) {
-  return buffer.element_count() ? reinterpret_cast<const T*>(buffer.untyped_data()) : nullptr;
+inline const void* data_or_null(const ffi::AnyBuffer& buffer) {
+  return buffer.element_count() ? buffer.untyped_data() : nullptr;
 }
 
-// Calls fn(X{}, S{}) with the input type X and state type S of `dtype` (already checked to be
-// one of the four). Half and BFloat16 are the platform's 16-bit types.
-template <typename Half, typename BFloat16, typename Fn>
-void dispatch_dtype(ffi::DataType dtype, Fn&& fn) {
+// Calls fn.template operator()<Platform<dtype>>() (the platform's traits of `dtype`: its Input
+// type, State type, ...) and returns true; for a dtype not in the list returns false and calls
+// nothing (the handlers refuse such dtypes first: false is an internal error).
+template <template <ffi::DataType> class Platform, typename Fn>
+bool dispatch_dtype(ffi::DataType dtype, Fn&& fn) {
   switch (dtype) {
-    case ffi::DataType::F16: return fn(Half{}, float{});
-    case ffi::DataType::BF16: return fn(BFloat16{}, float{});
-    case ffi::DataType::F32: return fn(float{}, float{});
-    default: return fn(double{}, double{});
+#define JAXQIF_DTYPE_CASE(D)                                                           \
+  case ffi::DataType::D: {                                                             \
+    using Traits = Platform<ffi::DataType::D>;                                         \
+    static_assert(sizeof(typename Traits::Input) == Traits::kBytes, "input type size"); \
+    fn.template operator()<Traits>();                                                  \
+    return true;                                                                       \
   }
+    JAXQIF_INPUT_DTYPES(JAXQIF_DTYPE_CASE)
+#undef JAXQIF_DTYPE_CASE
+    default: return false;
+  }
+}
+
+// What a handler returns when a value it has already checked names no kernel (a dtype, a
+// surrogate): a bug of jaxqif's, never a malformed call.
+inline ffi::Error no_kernel(const char* what, int64_t value) {
+  return ffi::Error::Internal(std::string("jaxqif: internal error: no kernel for ") + what + " " +
+                              std::to_string(value));
 }
 
 #define JAXQIF_RETURN_IF_ERROR(expr)      \
@@ -120,25 +171,26 @@ void dispatch_dtype(ffi::DataType dtype, Fn&& fn) {
     if (_status.failure()) return _status; \
   } while (0)
 
+// A checked forward call: what either platform's forward needs.
 struct ForwardCall {
+  ForwardPointers ptr;
   Layout layout;
   ffi::DataType input_dtype;
-  bool store_v_seq;
-  bool save_checkpoints;
+  NeuronSettings settings;
 };
 
 // Forward: x [.., T, ..], v_init [neurons] (optional: absent, every neuron starts at the
 // v_init_value attribute) -> spikes (x's dtype), v_final, v_seq and the checkpoints (each
 // optional: absent, not written; state dtype).
 inline ffi::Error check_forward(const ffi::AnyBuffer& x, const ffi::AnyBuffer& v_init,
-                                const ffi::AnyBuffer& spikes, const ffi::AnyBuffer& v_final,
-                                const ffi::AnyBuffer& v_seq, const ffi::AnyBuffer& checkpoints,
-                                int64_t time_axis, int64_t checkpoint_steps, ForwardCall* call) {
+                                ffi::AnyBuffer& spikes, ffi::AnyBuffer& v_final,
+                                ffi::AnyBuffer& v_seq, ffi::AnyBuffer& checkpoints,
+                                const NeuronSettings& settings, ForwardCall* call) {
   if (!is_input_dtype(x.element_type())) {
     return ffi::Error::InvalidArgument("jaxqif: x must be float16, bfloat16, float32 or float64");
   }
-  JAXQIF_RETURN_IF_ERROR(check_checkpoint_steps(x.element_type(), checkpoint_steps));
-  JAXQIF_RETURN_IF_ERROR(decode_layout(x.dimensions(), time_axis, &call->layout));
+  JAXQIF_RETURN_IF_ERROR(check_checkpoint_steps(x.element_type(), settings.checkpoint_steps));
+  JAXQIF_RETURN_IF_ERROR(decode_layout(x.dimensions(), settings.time_axis, &call->layout));
   const Layout& l = call->layout;
   const ffi::DataType in = x.element_type(), st = state_dtype_for(in);
   JAXQIF_RETURN_IF_ERROR(check_buffer("v_init", v_init, st, l.neurons(), true));
@@ -147,18 +199,19 @@ inline ffi::Error check_forward(const ffi::AnyBuffer& x, const ffi::AnyBuffer& v
   JAXQIF_RETURN_IF_ERROR(check_buffer("v_seq", v_seq, st, l.elements(), true));
   JAXQIF_RETURN_IF_ERROR(
       check_buffer("checkpoints", checkpoints, st, checkpoint_layout(l, in).elements(), true));
+  call->ptr = {x.untyped_data(),     data_or_null(v_init), spikes.untyped_data(),
+               data_or_null(v_final), data_or_null(v_seq),  data_or_null(checkpoints)};
   call->input_dtype = in;
-  call->store_v_seq = v_seq.element_count() != 0;
-  call->save_checkpoints = checkpoints.element_count() != 0;
+  call->settings = settings;
   return ffi::Error::Success();
 }
 
+// A checked backward call.
 struct BackwardCall {
+  BackwardPointers ptr;
   Layout layout;
   ffi::DataType input_dtype;
-  bool has_grad_spikes;
-  bool has_grad_v_seq;
-  bool has_grad_v_final;
+  BackwardSettings settings;
 };
 
 // Backward: cotangents of (spikes, v_seq, v_final), each optional, x, the forward's checkpoints
@@ -168,17 +221,18 @@ inline ffi::Error check_backward(const ffi::AnyBuffer& grad_spikes,
                                  const ffi::AnyBuffer& grad_v_seq,
                                  const ffi::AnyBuffer& grad_v_final, const ffi::AnyBuffer& x,
                                  const ffi::AnyBuffer& checkpoints, const ffi::AnyBuffer& v_init,
-                                 const ffi::AnyBuffer& grad_x, const ffi::AnyBuffer& grad_v_init,
-                                 int64_t time_axis, int64_t checkpoint_steps, int64_t surrogate,
-                                 BackwardCall* call) {
+                                 ffi::AnyBuffer& grad_x, ffi::AnyBuffer& grad_v_init,
+                                 const BackwardSettings& settings, BackwardCall* call) {
   if (!is_input_dtype(x.element_type())) {
     return ffi::Error::InvalidArgument("jaxqif: x must be float16, bfloat16, float32 or float64");
   }
-  JAXQIF_RETURN_IF_ERROR(check_checkpoint_steps(x.element_type(), checkpoint_steps));
-  if (surrogate < 0 || surrogate >= kNumSurrogates) {
-    return ffi::Error::InvalidArgument("jaxqif: unknown surrogate id " + std::to_string(surrogate));
+  JAXQIF_RETURN_IF_ERROR(
+      check_checkpoint_steps(x.element_type(), settings.neuron.checkpoint_steps));
+  if (settings.surrogate < 0 || settings.surrogate >= kNumSurrogates) {
+    return ffi::Error::InvalidArgument("jaxqif: unknown surrogate id " +
+                                       std::to_string(settings.surrogate));
   }
-  JAXQIF_RETURN_IF_ERROR(decode_layout(x.dimensions(), time_axis, &call->layout));
+  JAXQIF_RETURN_IF_ERROR(decode_layout(x.dimensions(), settings.neuron.time_axis, &call->layout));
   const Layout& l = call->layout;
   const ffi::DataType in = x.element_type(), st = state_dtype_for(in);
   JAXQIF_RETURN_IF_ERROR(
@@ -189,23 +243,94 @@ inline ffi::Error check_backward(const ffi::AnyBuffer& grad_spikes,
   JAXQIF_RETURN_IF_ERROR(check_buffer("v_init", v_init, st, l.neurons(), true));
   JAXQIF_RETURN_IF_ERROR(check_buffer("grad_x", grad_x, in, l.elements(), false));
   JAXQIF_RETURN_IF_ERROR(check_buffer("grad_v_init", grad_v_init, st, l.neurons(), true));
+  call->ptr = {data_or_null(grad_spikes),  data_or_null(grad_v_seq),
+               data_or_null(grad_v_final), x.untyped_data(),
+               data_or_null(checkpoints),  data_or_null(v_init),
+               grad_x.untyped_data(),      data_or_null(grad_v_init)};
   call->input_dtype = in;
-  call->has_grad_spikes = grad_spikes.element_count() != 0;
-  call->has_grad_v_seq = grad_v_seq.element_count() != 0;
-  call->has_grad_v_final = grad_v_final.element_count() != 0;
+  call->settings = settings;
   return ffi::Error::Success();
 }
 
-// Neuron attributes every handler takes (Python floats arrive as f64, ints as i64), appended to
-// an ffi::Ffi::Bind() chain. v_init_value is every neuron's initial potential when the v_init
-// buffer is absent (no array filled with it is read or written); checkpoint_steps must be
-// checkpoint_interval's. The backward adds the surrogate and detach_reset.
-#define JAXQIF_NEURON_ATTRS                                                           \
-  .Attr<int64_t>("time_axis").Attr<double>("tau").Attr<double>("v_c")                \
-      .Attr<double>("a0").Attr<double>("v_threshold").Attr<double>("v_rest")         \
-      .Attr<double>("v_reset").Attr<bool>("hard_reset").Attr<double>("v_init_value") \
-      .Attr<int64_t>("checkpoint_steps")
-#define JAXQIF_BACKWARD_ATTRS \
-  JAXQIF_NEURON_ATTRS.Attr<bool>("detach_reset").Attr<int64_t>("surrogate").Attr<double>("alpha")
+// The handlers' binding, shared by the platforms: the operands, results and attributes that
+// jaxqif/primitives.py lowers to, appended to `binding` (ffi::Ffi::Bind(), with the platform's
+// context first, if any). An absent optional buffer has zero elements. The attributes are
+// decoded into the settings struct by name (XLA_FFI_REGISTER_STRUCT_ATTR_DECODING below): exactly
+// those of JAXQIF_NEURON_SETTINGS (and JAXQIF_BACKWARD_SETTINGS), each of its type.
+template <typename Binding>
+auto bind_forward(Binding binding) {
+  return std::move(binding)
+      .template Arg<ffi::AnyBuffer>()  // x
+      .template Arg<ffi::AnyBuffer>()  // v_init
+      .template Ret<ffi::AnyBuffer>()  // spikes
+      .template Ret<ffi::AnyBuffer>()  // v_final
+      .template Ret<ffi::AnyBuffer>()  // v_seq
+      .template Ret<ffi::AnyBuffer>()  // checkpoints
+      .template Attrs<NeuronSettings>();
+}
+
+template <typename Binding>
+auto bind_backward(Binding binding) {
+  return std::move(binding)
+      .template Arg<ffi::AnyBuffer>()  // grad_spikes
+      .template Arg<ffi::AnyBuffer>()  // grad_v_seq
+      .template Arg<ffi::AnyBuffer>()  // grad_v_final
+      .template Arg<ffi::AnyBuffer>()  // x
+      .template Arg<ffi::AnyBuffer>()  // checkpoints
+      .template Arg<ffi::AnyBuffer>()  // v_init
+      .template Ret<ffi::AnyBuffer>()  // grad_x
+      .template Ret<ffi::AnyBuffer>()  // grad_v_init
+      .template Attrs<BackwardSettings>();
+}
+
+// A platform's handlers, for the bindings above with one Ctx per Context: they check the call
+// and hand it to kRun(context..., call), unless it has no element.
+template <auto kRun, typename... Context>
+struct ForwardHandler {
+  ffi::Error operator()(Context... context, ffi::AnyBuffer x, ffi::AnyBuffer v_init,
+                        ffi::Result<ffi::AnyBuffer> spikes, ffi::Result<ffi::AnyBuffer> v_final,
+                        ffi::Result<ffi::AnyBuffer> v_seq,
+                        ffi::Result<ffi::AnyBuffer> checkpoints,
+                        const NeuronSettings& settings) const {
+    ForwardCall call;
+    JAXQIF_RETURN_IF_ERROR(
+        check_forward(x, v_init, *spikes, *v_final, *v_seq, *checkpoints, settings, &call));
+    if (call.layout.elements() == 0) return ffi::Error::Success();
+    return kRun(context..., call);
+  }
+};
+
+template <auto kRun, typename... Context>
+struct BackwardHandler {
+  ffi::Error operator()(Context... context, ffi::AnyBuffer grad_spikes, ffi::AnyBuffer grad_v_seq,
+                        ffi::AnyBuffer grad_v_final, ffi::AnyBuffer x,
+                        ffi::AnyBuffer checkpoints, ffi::AnyBuffer v_init,
+                        ffi::Result<ffi::AnyBuffer> grad_x,
+                        ffi::Result<ffi::AnyBuffer> grad_v_init,
+                        const BackwardSettings& settings) const {
+    BackwardCall call;
+    JAXQIF_RETURN_IF_ERROR(check_backward(grad_spikes, grad_v_seq, grad_v_final, x, checkpoints,
+                                          v_init, *grad_x, *grad_v_init, settings, &call));
+    if (call.layout.elements() == 0) return ffi::Error::Success();
+    return kRun(context..., call);
+  }
+};
 
 }  // namespace jaxqif
+
+// The settings' decoding: NeuronSettings from the forward's attributes, BackwardSettings from
+// the backward's, member by member in the order of their X-macros (so that the aggregate
+// initialization FFI does, T{member...}, fills each field from its own attribute).
+#define JAXQIF_SETTINGS_MEMBER(TYPE, NAME) , ::xla::ffi::StructMember<TYPE>(#NAME)
+#define JAXQIF_DROP_FIRST(first, ...) __VA_ARGS__
+#define JAXQIF_APPLY(macro, ...) macro(__VA_ARGS__)  // expands the list before `macro` splits it
+XLA_FFI_REGISTER_STRUCT_ATTR_DECODING(
+    jaxqif::NeuronSettings,
+    JAXQIF_APPLY(JAXQIF_DROP_FIRST, JAXQIF_NEURON_SETTINGS(JAXQIF_SETTINGS_MEMBER)));
+XLA_FFI_REGISTER_STRUCT_ATTR_DECODING(
+    jaxqif::BackwardSettings,
+    JAXQIF_APPLY(JAXQIF_DROP_FIRST, JAXQIF_NEURON_SETTINGS(JAXQIF_SETTINGS_MEMBER)
+                                        JAXQIF_BACKWARD_SETTINGS(JAXQIF_SETTINGS_MEMBER)));
+#undef JAXQIF_APPLY
+#undef JAXQIF_DROP_FIRST
+#undef JAXQIF_SETTINGS_MEMBER

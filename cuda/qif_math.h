@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "surrogates.h"
+
 #if defined(__CUDACC__)
 #define QIF_HD __host__ __device__ __forceinline__
 #elif defined(__GNUC__)
@@ -33,18 +35,6 @@ QIF_HD constexpr int64_t checkpoint_count(int64_t steps, int interval) {
   return steps > 0 ? (steps - 1) / interval : 0;
 }
 
-// Numbering shared with jaxqif/surrogate.py (each surrogate's `kernel_id`).
-enum class SurrogateKind : int64_t {
-  kSigmoid = 0,
-  kATan = 1,
-  kPiecewiseQuadratic = 2,
-  kPiecewiseExp = 3,
-  kSoftSign = 4,
-  kSuperSpike = 5,
-  kErf = 6,
-};
-constexpr int64_t kNumSurrogates = 7;
-
 // Constants of one surrogate, sigma'(x) with x = H - v_threshold, folded in double so that each
 // costs the backward a multiply or two: u = scale x is the surrogate's argument (x, alpha x or
 // -alpha log2(e) x, by kind), gain its amplitude, coef one more factor. x is formed first, not
@@ -54,27 +44,44 @@ struct SurrogateConstants {
   double scale, gain, coef;
 };
 
-inline SurrogateConstants surrogate_constants(SurrogateKind kind, double alpha) {
-  constexpr double kLog2e = 1.4426950408889634;
-  constexpr double kHalfPi = 1.5707963267948966;
-  constexpr double kInvSqrtPi = 0.56418958354775628;
-  switch (kind) {
-    case SurrogateKind::kSigmoid:  // u = -alpha log2(e) x: s = 1 / (1 + 2^u), alpha s (1 - s)
-      return {-alpha * kLog2e, alpha, 0.0};
-    case SurrogateKind::kATan:  // u = (pi / 2) alpha x: (alpha / 2) / (1 + u^2)
-      return {kHalfPi * alpha, alpha / 2, 0.0};
-    case SurrogateKind::kPiecewiseQuadratic:  // u = x: max(0, alpha - alpha^2 |u|)
-      return {1.0, alpha, -alpha * alpha};
-    case SurrogateKind::kPiecewiseExp:  // u = x: (alpha / 2) 2^(-alpha log2(e) |u|)
-      return {1.0, alpha / 2, -alpha * kLog2e};
-    case SurrogateKind::kSoftSign:  // u = x: (1 / (2 alpha)) / (1 / alpha + |u|)^2
-      return {1.0, 1.0 / (2 * alpha), 1.0 / alpha};
-    case SurrogateKind::kSuperSpike:  // u = x: alpha / (1 + |u|)^2
-      return {1.0, alpha, 1.0};
-    default:  // kErf, u = alpha x: (alpha / sqrt(pi)) 2^(-log2(e) u^2)
-      return {alpha, alpha * kInvSqrtPi, -kLog2e};
-  }
-}
+// Each surrogate's folded constants and its gradient, one specialization per entry of
+// JAXQIF_SURROGATES (below, after the math they use):
+//   static SurrogateConstants constants(double alpha);  // host, in double
+//   template <typename S> static S grad(S u, const QifParams<S>& p);  // sigma', u = scale x
+template <SurrogateKind kKind>
+struct SurrogateTraits;
+
+// The neuron's settings as the handlers receive them, one XLA FFI attribute each, X(type, name)
+// (jaxqif/primitives.py's _neuron_attrs: Python floats arrive as f64, ints as i64). The handlers
+// decode the attributes by these names into NeuronSettings (the forward) or BackwardSettings
+// (qif_ffi.h); the kernels get them as QifParams.
+#define JAXQIF_NEURON_SETTINGS(X)                                                         \
+  X(int64_t, time_axis)                                                                   \
+  X(double, tau)                                                                          \
+  X(double, v_c)                                                                          \
+  X(double, a0)                                                                           \
+  X(double, v_threshold)                                                                  \
+  X(double, v_rest)                                                                       \
+  X(double, v_reset) /* hard reset only */                                                \
+  X(bool, hard_reset)                                                                     \
+  X(double, v_init_value) /* every neuron's initial potential when v_init is absent */    \
+  X(int64_t, checkpoint_steps) /* must be checkpoint_interval's, which the handlers check */
+// The backward's, after the neuron's: detach_reset, the surrogate (its SurrogateKind) and its
+// alpha.
+#define JAXQIF_BACKWARD_SETTINGS(X) \
+  X(bool, detach_reset)             \
+  X(int64_t, surrogate)             \
+  X(double, alpha)
+
+#define JAXQIF_SETTINGS_FIELD(TYPE, NAME) TYPE NAME;
+struct NeuronSettings {
+  JAXQIF_NEURON_SETTINGS(JAXQIF_SETTINGS_FIELD)
+};
+struct BackwardSettings {
+  NeuronSettings neuron;
+  JAXQIF_BACKWARD_SETTINGS(JAXQIF_SETTINGS_FIELD)
+};
+#undef JAXQIF_SETTINGS_FIELD
 
 // Neuron parameters, already converted to the state type. Derived constants are computed in
 // double and rounded once.
@@ -88,31 +95,33 @@ struct QifParams {
   S v_threshold;
   S v_reset;  // hard reset only
   // Backward only: dH[t]/dV[t-1] = dh_dv_slope V[t-1] + charge_v1 (dh_dv_slope = 2 a0 / tau),
-  // and the surrogate's constants (surrogate_constants).
+  // and the surrogate's constants (SurrogateTraits<kKind>::constants).
   S dh_dv_slope;
   S sg_scale, sg_gain, sg_coef;
-  bool hard_reset;
   bool detach_reset;
 
-  // The surrogate, alpha and detach_reset matter to the backward only.
-  static QifParams from_double(double tau, double v_c, double a0, double v_threshold,
-                               double v_rest, double v_reset, bool hard_reset,
-                               SurrogateKind surrogate = SurrogateKind::kSigmoid,
-                               double alpha = 1.0, bool detach_reset = false) {
-    const SurrogateConstants sg = surrogate_constants(surrogate, alpha);
-    return QifParams{static_cast<S>(1.0 / tau),
-                     static_cast<S>(a0 / tau),
-                     static_cast<S>(1.0 - a0 * (v_rest + v_c) / tau),
-                     static_cast<S>(a0 * v_rest * v_c / tau),
-                     static_cast<S>(v_threshold),
-                     static_cast<S>(v_reset),
-                     static_cast<S>(2.0 * a0 / tau),
-                     static_cast<S>(sg.scale),
-                     static_cast<S>(sg.gain),
-                     static_cast<S>(sg.coef),
-                     hard_reset,
-                     detach_reset};
+  // The forward's: the neuron alone (no surrogate, whose constants are left 0).
+  explicit QifParams(const NeuronSettings& s) : QifParams(s, SurrogateConstants{}, false) {}
+  // The backward's, for surrogate kKind (the one s.surrogate names: the handlers dispatch on
+  // it). The surrogate, alpha and detach_reset matter to the backward only.
+  template <SurrogateKind kKind>
+  static QifParams backward(const BackwardSettings& s) {
+    return QifParams(s.neuron, SurrogateTraits<kKind>::constants(s.alpha), s.detach_reset);
   }
+
+ private:
+  QifParams(const NeuronSettings& s, const SurrogateConstants& sg, bool detach)
+      : inv_tau(static_cast<S>(1.0 / s.tau)),
+        charge_v2(static_cast<S>(s.a0 / s.tau)),
+        charge_v1(static_cast<S>(1.0 - s.a0 * (s.v_rest + s.v_c) / s.tau)),
+        charge_v0(static_cast<S>(s.a0 * s.v_rest * s.v_c / s.tau)),
+        v_threshold(static_cast<S>(s.v_threshold)),
+        v_reset(static_cast<S>(s.v_reset)),
+        dh_dv_slope(static_cast<S>(2.0 * s.a0 / s.tau)),
+        sg_scale(static_cast<S>(sg.scale)),
+        sg_gain(static_cast<S>(sg.gain)),
+        sg_coef(static_cast<S>(sg.coef)),
+        detach_reset(detach) {}
 };
 
 // a b + c rounded once: the CUDA intrinsic on the GPU, std::fma (correctly rounded too) on the
@@ -162,7 +171,8 @@ QIF_HD bool qif_is_finite(double x) { return fabs(x) <= DBL_MAX; }
 // charge: H[t] = V[t-1] + (X[t] + a0 (V[t-1] - v_rest)(V[t-1] - v_c)) / tau, expanded in V[t-1]
 // (QifParams) and evaluated as three fused multiply-adds. Only two of them lie on the chain from
 // one step's V to the next, against six operations in the formula's own order: the serial part
-// of a long sequence of few neurons (benchmarks/NOTES.md 21 and 23). It rounds a few ulp away
+// of a long sequence of few neurons (benchmarks/NOTES.md, "What bounds the long-T forward" and
+// "The charge as a polynomial in V; what else bounds the long-T forward"). It rounds a few ulp away
 // from the formula as written; jaxqif/reference.py evaluates the same polynomial, unfused unless
 // XLA fuses it. The CPU and CUDA handlers, built without FMA contraction elsewhere, agree bit
 // for bit. In two parts, H = qif_charge_slope(V[t-1]) V[t-1] + qif_drive(X[t]), for a kernel
@@ -200,27 +210,107 @@ QIF_HD S qif_state_after(S h, const QifParams<S>& p) {
   return qif_reset<kHardReset>(h, qif_fires(h, p), p);
 }
 
-// sigma'(H - v_threshold), from the folded constants of QifParams (surrogate_constants).
-template <SurrogateKind kKind, typename S>
-QIF_HD S qif_surrogate_grad(S h, const QifParams<S>& p) {
-  const S one = S(1);
-  const S u = p.sg_scale * (h - p.v_threshold);
-  if constexpr (kKind == SurrogateKind::kSigmoid) {
+// The surrogates. Each folds its constants in double, sigma'(x) with x = H - v_threshold, and
+// evaluates its gradient from them: u = scale x (SurrogateConstants), gain and coef.
+constexpr double kLog2e = 1.4426950408889634;
+constexpr double kHalfPi = 1.5707963267948966;
+constexpr double kInvSqrtPi = 0.56418958354775628;
+
+// u = -alpha log2(e) x: s = 1 / (1 + 2^u), sigma' = alpha s (1 - s).
+template <>
+struct SurrogateTraits<SurrogateKind::kSigmoid> {
+  static SurrogateConstants constants(double alpha) { return {-alpha * kLog2e, alpha, 0.0}; }
+  template <typename S>
+  static QIF_HD S grad(S u, const QifParams<S>& p) {
+    const S one = S(1);
     const S s = qif_divide(one, one + qif_exp2(u));
     return p.sg_gain * (s - s * s);
-  } else if constexpr (kKind == SurrogateKind::kATan) {
+  }
+};
+
+// u = (pi / 2) alpha x: sigma' = (alpha / 2) / (1 + u^2).
+template <>
+struct SurrogateTraits<SurrogateKind::kATan> {
+  static SurrogateConstants constants(double alpha) { return {kHalfPi * alpha, alpha / 2, 0.0}; }
+  template <typename S>
+  static QIF_HD S grad(S u, const QifParams<S>& p) {
+    const S one = S(1);
     return qif_divide(p.sg_gain, one + u * u);
-  } else if constexpr (kKind == SurrogateKind::kPiecewiseQuadratic) {
+  }
+};
+
+// u = x: sigma' = max(0, alpha - alpha^2 |u|).
+template <>
+struct SurrogateTraits<SurrogateKind::kPiecewiseQuadratic> {
+  static SurrogateConstants constants(double alpha) { return {1.0, alpha, -alpha * alpha}; }
+  template <typename S>
+  static QIF_HD S grad(S u, const QifParams<S>& p) {
     const S g = p.sg_gain + p.sg_coef * qif_abs(u);
     return g > S(0) ? g : S(0);
-  } else if constexpr (kKind == SurrogateKind::kPiecewiseExp) {
+  }
+};
+
+// u = x: sigma' = (alpha / 2) 2^(-alpha log2(e) |u|).
+template <>
+struct SurrogateTraits<SurrogateKind::kPiecewiseExp> {
+  static SurrogateConstants constants(double alpha) { return {1.0, alpha / 2, -alpha * kLog2e}; }
+  template <typename S>
+  static QIF_HD S grad(S u, const QifParams<S>& p) {
     return p.sg_gain * qif_exp2(p.sg_coef * qif_abs(u));
-  } else if constexpr (kKind == SurrogateKind::kSoftSign || kKind == SurrogateKind::kSuperSpike) {
-    const S d = p.sg_coef + qif_abs(u);
-    return qif_divide(p.sg_gain, d * d);
-  } else {  // kErf
+  }
+};
+
+// gain / (coef + |u|)^2: SoftSign's and SuperSpike's gradient.
+template <typename S>
+QIF_HD S qif_inverse_square(S u, const QifParams<S>& p) {
+  const S d = p.sg_coef + qif_abs(u);
+  return qif_divide(p.sg_gain, d * d);
+}
+
+// u = x: sigma' = (1 / (2 alpha)) / (1 / alpha + |u|)^2.
+template <>
+struct SurrogateTraits<SurrogateKind::kSoftSign> {
+  static SurrogateConstants constants(double alpha) {
+    return {1.0, 1.0 / (2 * alpha), 1.0 / alpha};
+  }
+  template <typename S>
+  static QIF_HD S grad(S u, const QifParams<S>& p) {
+    return qif_inverse_square(u, p);
+  }
+};
+
+// u = x: sigma' = alpha / (1 + |u|)^2.
+template <>
+struct SurrogateTraits<SurrogateKind::kSuperSpike> {
+  static SurrogateConstants constants(double alpha) { return {1.0, alpha, 1.0}; }
+  template <typename S>
+  static QIF_HD S grad(S u, const QifParams<S>& p) {
+    return qif_inverse_square(u, p);
+  }
+};
+
+// u = alpha x: sigma' = (alpha / sqrt(pi)) 2^(-log2(e) u^2).
+template <>
+struct SurrogateTraits<SurrogateKind::kErf> {
+  static SurrogateConstants constants(double alpha) { return {alpha, alpha * kInvSqrtPi, -kLog2e}; }
+  template <typename S>
+  static QIF_HD S grad(S u, const QifParams<S>& p) {
     return p.sg_gain * qif_exp2(p.sg_coef * (u * u));
   }
+};
+
+// Every surrogate of the list has its traits.
+#define JAXQIF_SURROGATE_HAS_TRAITS(NAME, ID)                        \
+  static_assert(sizeof(SurrogateTraits<SurrogateKind::k##NAME>) > 0, \
+                "JAXQIF_SURROGATES: " #NAME " has no SurrogateTraits");
+JAXQIF_SURROGATES(JAXQIF_SURROGATE_HAS_TRAITS)
+#undef JAXQIF_SURROGATE_HAS_TRAITS
+
+// sigma'(H - v_threshold), from the folded constants of QifParams.
+template <SurrogateKind kKind, typename S>
+QIF_HD S qif_surrogate_grad(S h, const QifParams<S>& p) {
+  const S u = p.sg_scale * (h - p.v_threshold);
+  return SurrogateTraits<kKind>::grad(u, p);
 }
 
 // dV[t]/dH[t] through the reset, with the surrogate standing in for dS/dH.
@@ -270,27 +360,6 @@ QIF_HD void qif_backward_affine(S h, S grad_spike, S grad_v, bool last_step,
   const S dv_dh = qif_dv_dh<kHardReset>(h, spike, sg, p);
   drive = grad_spike * sg + grad_v * dv_dh;
   decay = last_step ? dv_dh : dv_dh * qif_dh_dv(qif_reset<kHardReset>(h, spike, p), p);
-}
-
-// Calls fn.template operator()<kKind, kHardReset>() with the runtime choices as template
-// arguments, so each kernel is compiled once per surrogate and reset mode.
-template <typename Fn>
-auto dispatch_surrogate_reset(int64_t surrogate, bool hard_reset, Fn&& fn) {
-#define QIF_CASE(KIND)                                                    \
-  case static_cast<int64_t>(SurrogateKind::KIND):                         \
-    return hard_reset ? fn.template operator()<SurrogateKind::KIND, true>() \
-                      : fn.template operator()<SurrogateKind::KIND, false>();
-  switch (surrogate) {
-    QIF_CASE(kSigmoid)
-    QIF_CASE(kATan)
-    QIF_CASE(kPiecewiseQuadratic)
-    QIF_CASE(kPiecewiseExp)
-    QIF_CASE(kSoftSign)
-    QIF_CASE(kSuperSpike)
-    default:  // kErf; handlers reject ids outside [0, kNumSurrogates) before dispatching
-      QIF_CASE(kErf)
-  }
-#undef QIF_CASE
 }
 
 }  // namespace jaxqif

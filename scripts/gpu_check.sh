@@ -48,18 +48,13 @@ fi
 if has sanitize || has racecheck; then
   # compute-sanitizer crashes (SIGSEGV) inside JAX processes at times (racecheck always), so it
   # runs a harness that launches the kernels directly: every launch plan, dtype, reset mode and
-  # surrogate, with and without grad_v_seq. Built from the library's own sources, in parallel.
+  # surrogate, with and without grad_v_seq. CMake builds it from the library's own kernel objects
+  # (target jaxqif_sanitize_harness), for this GPU only, in parallel.
   step "compute-sanitizer on the kernel harness"
-  ffi_include=$(python3 -c "import jax.ffi; print(jax.ffi.include_dir())")
-  harness_build() { nvcc -std=c++20 -O3 -arch=native -Icuda -I"$ffi_include" "$@"; }
-  mkdir -p /tmp/harness
-  for kind in Sigmoid ATan PiecewiseQuadratic PiecewiseExp SoftSign SuperSpike Erf; do  # as CMake
-    harness_build --fmad=true -DJAXQIF_SURROGATE=k$kind -c cuda/qif_cuda_backward.cu \
-      -o /tmp/harness/$kind.o &
-  done
-  harness_build --fmad=false -c tests/sanitize_harness.cu -o /tmp/harness/main.o &
-  wait
-  harness_build /tmp/harness/*.o -o /tmp/sanitize_harness >/tmp/harness_build.log 2>&1 \
+  generator=(); command -v ninja >/dev/null && generator=(-G Ninja)
+  { cmake -S . -B /tmp/harness ${generator[@]+"${generator[@]}"} -DJAXQIF_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=native \
+      && cmake --build /tmp/harness --target jaxqif_sanitize_harness -j "$(nproc)" \
+      && cp /tmp/harness/jaxqif_sanitize_harness /tmp/sanitize_harness; } >/tmp/harness_build.log 2>&1 \
     || { tail -20 /tmp/harness_build.log; status=1; }
   tools=(racecheck memcheck); has sanitize || tools=(racecheck)
   {

@@ -1,15 +1,20 @@
 // Launches the CUDA kernels directly, without JAX, for compute-sanitizer (whose racecheck, and at
-// times memcheck, crash inside JAX processes). scripts/gpu_check.sh links it with the seven
-// backward translation units (cuda/qif_cuda_backward.cu) and runs it under racecheck and
-// memcheck. Covers every launch plan, dtype and reset mode of the forward (each choice of the
-// results it writes) and of the backward (with and without grad_v_seq, the former also with a
+// times memcheck, crash inside JAX processes). CMake's jaxqif_sanitize_harness target links it
+// with the library's own kernel objects (the forward's and each surrogate's backward);
+// scripts/gpu_check.sh builds it and runs it under racecheck and memcheck. Covers every launch
+// plan, dtype and reset mode of the forward (each choice of the results it writes) and of the
+// backward (with and without grad_v_seq, the former also with a
 // constant v_init and no grad_v_init): with every surrogate on the layouts with few neurons,
 // with one on the large ones. Exits nonzero on any CUDA error.
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
-#include "qif_cuda_kernels.cuh"
+#include "kernels/stream_io.cuh"  // to_state, from_state
+#include "launch/backward_launch.h"
+#include "launch/cuda_dtypes.h"
+#include "launch/forward_launch.h"
+#include "static_switch.h"
 
 namespace {
 
@@ -37,9 +42,12 @@ T* filled(int64_t n, float offset) {
   return p;
 }
 
-template <typename X, typename S>
-void run(ffi::DataType dtype, const Layout& l, bool hard_reset, bool grad_v_seq,
-         int64_t surrogate) {
+// One forward and backward run of the input dtype D (CudaDType).
+template <typename D>
+void run(const Layout& l, bool hard_reset, bool grad_v_seq, int64_t surrogate) {
+  using X = typename D::Input;
+  using S = typename D::State;
+  const ffi::DataType dtype = D::kDType;
   const int64_t e = l.elements(), n = l.neurons();
   X* x = filled<X>(e, 0.4f);
   S* v_init = filled<S>(n, 0.0f);
@@ -58,27 +66,38 @@ void run(ffi::DataType dtype, const Layout& l, bool hard_reset, bool grad_v_seq,
   const double v_reset = hard_reset ? -0.1 : 0.0;
   // grad_v_seq runs also start from the constant v_init_value and skip grad_v_init.
   const void* start = grad_v_seq ? nullptr : v_init;
-  gpu::ForwardLaunch forward{{}, l, dtype, 2.0, 0.8, 1.0, 1.0, 0.0, v_reset, hard_reset, v_reset};
+  const NeuronSettings neuron{.time_axis = 1,
+                              .tau = 2.0,
+                              .v_c = 0.8,
+                              .a0 = 1.0,
+                              .v_threshold = 1.0,
+                              .v_rest = 0.0,
+                              .v_reset = v_reset,
+                              .hard_reset = hard_reset,
+                              .v_init_value = v_reset,
+                              .checkpoint_steps = checkpoint_interval(sizeof(X))};
+  ForwardCall forward{{}, l, dtype, neuron};
   // Every store variant of the forward kernel: inference (spikes only), training (and the
   // checkpoints), V alone, then everything; the backward reads the checkpoints.
-  const gpu::ForwardPointers variants[] = {{x, start, spikes, nullptr, nullptr, nullptr},
+  const ForwardPointers variants[] = {{x, start, spikes, nullptr, nullptr, nullptr},
                                            {x, start, spikes, v_final, nullptr, checkpoints},
                                            {x, start, spikes, nullptr, v_seq, nullptr},
                                            {x, start, spikes, v_final, v_seq, checkpoints}};
-  for (const gpu::ForwardPointers& pointers : variants) {
+  for (const ForwardPointers& pointers : variants) {
     forward.ptr = pointers;
     check(gpu::launch_forward(forward, nullptr), "forward launch");
   }
-  const gpu::BackwardLaunch backward{
+  const BackwardCall backward{
       {grad_spikes, grad_v_seq ? grad_v : nullptr, grad_v_final, x, checkpoints,
        grad_v_seq ? nullptr : v_init, grad_x, grad_v_seq ? nullptr : grad_v_init},
-      l, dtype, 2.0, 0.8, 1.0, 1.0, 0.0, v_reset, 4.0, hard_reset, false, v_reset};
-  check(dispatch_surrogate_reset(
-            surrogate, hard_reset,
-            [&]<SurrogateKind kKind, bool kHardReset>() {
-              return gpu::launch_backward<kKind, kHardReset>(backward, nullptr);
-            }),
-        "backward launch");
+      l,
+      dtype,
+      {.neuron = neuron, .detach_reset = false, .surrogate = surrogate, .alpha = 4.0}};
+  cudaError_t status = cudaErrorInvalidValue;  // an unknown surrogate
+  dispatch_surrogate_reset(surrogate, hard_reset, [&]<SurrogateKind kKind, bool kHardReset>() {
+    status = gpu::launch_backward<kKind, kHardReset>(backward, nullptr);
+  });
+  check(status, "backward launch");
   check(cudaDeviceSynchronize(), "kernels");
   for (void* p : std::vector<void*>{x, v_init, spikes, v_final, v_seq, checkpoints, grad_spikes,
                                     grad_v, grad_v_final, grad_x, grad_v_init}) {
@@ -102,18 +121,24 @@ int main() {
                             {1, 5, 1 << 20}, {1, 3, 1 << 20}};
   const int layout_count = sizeof(layouts) / sizeof(layouts[0]);
   const int small_layouts = layout_count - 4;
+  // Every input dtype, in the order of qif_ffi.h's list.
+  constexpr ffi::DataType kDTypes[] = {
+#define JAXQIF_HARNESS_DTYPE(D) ffi::DataType::D,
+      JAXQIF_INPUT_DTYPES(JAXQIF_HARNESS_DTYPE)
+#undef JAXQIF_HARNESS_DTYPE
+  };
   int runs = 0;
   for (int i = 0; i < layout_count; ++i) {
     const int64_t surrogates = i < small_layouts ? kNumSurrogates : 1;
     for (int64_t surrogate = 0; surrogate < surrogates; ++surrogate) {
       for (bool hard_reset : {true, false}) {
         for (bool grad_v_seq : {false, true}) {
-          const Layout& l = layouts[i];
-          run<__half, float>(ffi::DataType::F16, l, hard_reset, grad_v_seq, surrogate);
-          run<__nv_bfloat16, float>(ffi::DataType::BF16, l, hard_reset, grad_v_seq, surrogate);
-          run<float, float>(ffi::DataType::F32, l, hard_reset, grad_v_seq, surrogate);
-          run<double, double>(ffi::DataType::F64, l, hard_reset, grad_v_seq, surrogate);
-          runs += 4;
+          for (ffi::DataType dtype : kDTypes) {
+            dispatch_dtype<gpu::CudaDType>(dtype, [&]<typename D>() {
+              run<D>(layouts[i], hard_reset, grad_v_seq, surrogate);
+            });
+            ++runs;
+          }
         }
       }
     }
