@@ -38,4 +38,36 @@ struct BackwardPointers {
   void* grad_v_init;  // nullptr when v_init is not differentiated
 };
 
+// The neuron parameters that may be given as arrays (jaxqif/_params.py's NAMES, in that order).
+enum ParamIndex : int { kTau, kVC, kA0, kVThreshold, kVRest, kVReset, kNumParams };
+
+// The parameters given as arrays, in the state type: parameter j's neuron n takes
+// values[j][n % counts[j]] (a compact array: the trailing block of the neuron shape it varies
+// over, whose size divides the neuron count); values[j] is nullptr where parameter j is a
+// number (the settings').
+struct ParamArrays {
+  const void* values[kNumParams] = {};
+  int64_t counts[kNumParams] = {};
+  bool any() const {
+    for (const void* v : values) {
+      if (v) return true;
+    }
+    return false;
+  }
+};
+
+// The backward's per-neuron gradients of the parameters, where wanted (nullptr elsewhere).
+struct ParamGrads {
+  void* values[kNumParams] = {};
+};
+
+// The kernels' arguments where some parameter is an array.
+struct ForwardArrays : ForwardPointers {
+  ParamArrays params;
+};
+struct BackwardArrays : BackwardPointers {
+  ParamArrays params;
+  ParamGrads grads;
+};
+
 }  // namespace jaxqif

@@ -1,8 +1,17 @@
-// CPU twin of the CUDA kernels: the same formulas (qif_math.h), one neuron row at a time.
-#include <cstdint>
+// CPU twin of the CUDA kernels: the same formulas (qif_math.h), a block of neurons at a time.
+//
+// Work comes in blocks of up to kBlock neurons of one row (the neurons of [outer, T, inner] with
+// the same outer index): a block walks all T steps with its state in a few arrays on the stack
+// (the backward also its interval of H and its parameter sums), which stay in the L1 cache, and
+// its inner loops over neurons are written to vectorize (the AVX2 + FMA build, picked at run
+// time). Blocks run in parallel on XLA's intra-op thread pool (the FFI's ThreadPool); each block
+// is computed by one thread alone, so the results are the same bits for any number of threads.
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <cstring>
-#include <vector>
+#include <memory>
+#include <thread>
 
 #include "qif_ffi.h"
 #include "qif_math.h"
@@ -27,18 +36,25 @@ inline uint32_t float_to_bits(float f) {
   return bits;
 }
 
+// The conversions are branch-free (selects), so that the loops over a block's neurons that use
+// them vectorize.
 inline float to_state(float v) { return v; }
 inline double to_state(double v) { return v; }
 inline float to_state(BFloat16 v) { return bits_to_float(static_cast<uint32_t>(v.bits) << 16); }
 inline float to_state(Half v) {
-  const uint32_t sign = static_cast<uint32_t>(v.bits & 0x8000u) << 16;
-  const uint32_t exponent = (v.bits >> 10) & 0x1fu;
-  const uint32_t mantissa = v.bits & 0x3ffu;
-  if (exponent == 0x1f) return bits_to_float(sign | 0x7f800000u | (mantissa << 13));  // inf, nan
-  if (exponent != 0) return bits_to_float(sign | ((exponent + 112) << 23) | (mantissa << 13));
-  // zero or subnormal: mantissa * 2^-24, exact in float
-  const float magnitude = static_cast<float>(mantissa) * 5.9604644775390625e-8f;
-  return sign ? -magnitude : magnitude;
+  const uint32_t h = v.bits;
+  const uint32_t sign = (h & 0x8000u) << 16;
+  const uint32_t magnitude = (h & 0x7fffu) << 13;  // exponent and mantissa, float-aligned
+  const uint32_t exponent = magnitude & 0x0f800000u;
+  // normal: rebias the exponent by 127 - 15; inf and nan: to the float's all-ones exponent;
+  // zero and subnormal: mantissa 2^-24 exactly, via a float subtraction (2^-14 (1 + m) - 2^-14)
+  const uint32_t normal = magnitude + (112u << 23);
+  const uint32_t special = magnitude + (224u << 23);
+  const float subnormal = bits_to_float(magnitude + (113u << 23)) - bits_to_float(113u << 23);
+  const uint32_t bits = exponent == 0x0f800000u ? special
+                        : exponent == 0         ? float_to_bits(subnormal)
+                                                : normal;
+  return bits_to_float(bits | sign);
 }
 
 // Rounding to nearest even, as XLA's converts do.
@@ -51,68 +67,205 @@ inline double from_state<double, double>(double v) { return v; }
 template <>
 inline BFloat16 from_state<BFloat16, float>(float v) {
   const uint32_t bits = float_to_bits(v);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) {  // NaN: keep it a (quiet) NaN
-    return BFloat16{static_cast<uint16_t>((bits >> 16) | 0x40)};
-  }
-  const uint32_t rounding = 0x7fffu + ((bits >> 16) & 1u);
-  return BFloat16{static_cast<uint16_t>((bits + rounding) >> 16)};
+  const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const uint32_t nan = (bits >> 16) | 0x40u;  // NaN: keep it a (quiet) NaN
+  return BFloat16{static_cast<uint16_t>((bits & 0x7fffffffu) > 0x7f800000u ? nan : rounded)};
 }
 template <>
 inline Half from_state<Half, float>(float v) {
   const uint32_t bits = float_to_bits(v);
-  const uint16_t sign = static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  const uint32_t sign = (bits >> 16) & 0x8000u;
   const uint32_t abs = bits & 0x7fffffffu;
-  if (abs > 0x7f800000u) return Half{static_cast<uint16_t>(sign | 0x7e00u)};  // nan
-  if (abs >= 0x477ff000u) return Half{static_cast<uint16_t>(sign | 0x7c00u)};  // rounds to inf
-  if (abs >= 0x38800000u) {  // normal half: rebias the exponent, round the 13 dropped bits
-    const uint32_t rebiased = abs - 0x38000000u;
-    const uint32_t rounding = 0xfffu + ((rebiased >> 13) & 1u);
-    return Half{static_cast<uint16_t>(sign | ((rebiased + rounding) >> 13))};
-  }
+  // normal half: rebias the exponent, round the 13 dropped bits to nearest even
+  const uint32_t rebiased = abs - 0x38000000u;
+  const uint32_t normal = (rebiased + 0xfffu + ((rebiased >> 13) & 1u)) >> 13;
   // subnormal half (or zero): value / 2^-24, rounded to nearest even by float arithmetic
-  const float scaled = bits_to_float(abs) * 16777216.0f;  // exact: a power-of-two scaling
-  const float rounded = scaled + 12582912.0f - 12582912.0f;  // 1.5 * 2^23 forces integer rounding
-  return Half{static_cast<uint16_t>(sign | static_cast<uint16_t>(rounded))};
+  // (1.5 * 2^23 forces rounding to an integer)
+  const float scaled = bits_to_float(abs < 0x38800000u ? abs : 0u) * 16777216.0f;
+  const uint32_t subnormal = static_cast<uint32_t>(scaled + 12582912.0f - 12582912.0f);
+  const uint32_t magnitude = abs > 0x7f800000u    ? 0x7e00u  // nan
+                             : abs >= 0x477ff000u ? 0x7c00u  // rounds to inf
+                             : abs >= 0x38800000u ? normal
+                                                  : subnormal;
+  return Half{static_cast<uint16_t>(sign | magnitude)};
 }
 
+// Neurons per block: its state, and the backward's interval of H (8 steps) and parameter sums,
+// stay in the L1 cache.
+constexpr int64_t kBlock = 256;
 
-// v_init: nullptr means every neuron starts at v_init_value; v_final, v_seq, checkpoints:
-// nullptr means not written.
+// One block: row `o`, neurons [i0, i0 + count) of the row.
+struct Block {
+  int64_t o, i0, count;
+  int64_t first_neuron(const Layout& l) const { return o * l.inner + i0; }
+  // Element (o, t, i0) of an [outer, T, inner] array.
+  int64_t offset(const Layout& l, int64_t t) const { return (o * l.steps + t) * l.inner + i0; }
+};
+
+int64_t block_count(const Layout& l) { return l.outer * ((l.inner + kBlock - 1) / kBlock); }
+
+Block block_at(const Layout& l, int64_t index) {
+  const int64_t per_row = (l.inner + kBlock - 1) / kBlock;
+  const int64_t o = index / per_row, i0 = (index - o * per_row) * kBlock;
+  return {o, i0, std::min(kBlock, l.inner - i0)};
+}
+
+// Every neuron's constants: the call's QifParams where all parameters are numbers, else each
+// neuron's own (folded per neuron, QifParams's per-neuron constructor) in arrays of the block.
+template <typename S>
+class BlockParams {
+ public:
+  BlockParams(const QifParams<S>& shared, const ParamArrays& arrays, const NeuronSettings& s)
+      : shared_(shared), arrays_(arrays), numbers_(NeuronValues<S>::numbers(s)),
+        per_neuron_(arrays.any()) {}
+
+  bool per_neuron() const { return per_neuron_; }
+
+  // Folds the neurons of `b` (per-neuron parameters only).
+  void load(const Block& b, const Layout& l) {
+    if (!per_neuron_) return;
+    const int64_t n0 = b.first_neuron(l);
+    for (int64_t i = 0; i < b.count; ++i) {
+      values_[i] = NeuronValues<S>::of(n0 + i, arrays_, numbers_);
+      const QifParams<S> p(values_[i], shared_);
+      inv_tau_[i] = p.inv_tau, v2_[i] = p.charge_v2, v1_[i] = p.charge_v1, v0_[i] = p.charge_v0;
+      threshold_[i] = p.v_threshold, reset_[i] = p.v_reset, slope_[i] = p.dh_dv_slope;
+    }
+  }
+
+  // Neuron i's constants (i within the loaded block); the inner loops call this per neuron,
+  // and vectorize across neurons either way.
+  QifParams<S> at(int64_t i) const {
+    if (!per_neuron_) return shared_;
+    QifParams<S> p = shared_;
+    p.inv_tau = inv_tau_[i], p.charge_v2 = v2_[i], p.charge_v1 = v1_[i], p.charge_v0 = v0_[i];
+    p.v_threshold = threshold_[i], p.v_reset = reset_[i], p.dh_dv_slope = slope_[i];
+    return p;
+  }
+
+  const NeuronValues<S>& values(int64_t i) const { return values_[i]; }
+
+ private:
+  QifParams<S> shared_;
+  ParamArrays arrays_;
+  NeuronValues<S> numbers_;
+  bool per_neuron_;
+  S inv_tau_[kBlock], v2_[kBlock], v1_[kBlock], v0_[kBlock];
+  S threshold_[kBlock], reset_[kBlock], slope_[kBlock];
+  NeuronValues<S> values_[kBlock];
+};
+
+// The forward of one block. v_init: nullptr means every neuron starts at v_init_value; v_final,
+// v_seq, checkpoints: nullptr means not written.
 template <typename X, typename S, bool kHardReset>
-[[gnu::always_inline]] inline void forward_rows_body(const X* x, const S* v_init, S v_init_value,
-                                                     X* spikes, S* v_final, S* v_seq,
-                                                     S* checkpoints, const Layout& l,
-                                                     const QifParams<S>& p) {
-  std::vector<S> scratch(v_final ? 0 : l.inner);
+[[gnu::always_inline]] inline void forward_block(const ForwardCall& call, const Block& b,
+                                                 BlockParams<S>& params) {
+  const ForwardPointers& ptr = call.ptr;
+  const Layout& l = call.layout;
   constexpr int64_t kC = checkpoint_interval(sizeof(X));
   const int64_t saved = checkpoint_count(l.steps, kC);
-  for (int64_t o = 0; o < l.outer; ++o) {
-    S* v = v_final ? v_final + o * l.inner : scratch.data();  // this row's running state
-    for (int64_t i = 0; i < l.inner; ++i) v[i] = v_init ? v_init[o * l.inner + i] : v_init_value;
-    for (int64_t t = 0; t < l.steps; ++t) {
-      const int64_t row = (o * l.steps + t) * l.inner;
-      for (int64_t i = 0; i < l.inner; ++i) {
-        const S h = qif_charge(v[i], to_state(x[row + i]), p);
-        const bool spike = qif_fires(h, p);
-        spikes[row + i] = from_state<X>(spike ? S(1) : S(0));
-        v[i] = qif_reset<kHardReset>(h, spike, p);
-        if (v_seq) v_seq[row + i] = v[i];
+  const S v_init_value = static_cast<S>(call.settings.v_init_value);
+  const X* x = static_cast<const X*>(ptr.x);
+  X* spikes = static_cast<X*>(ptr.spikes);
+  S* v_seq = static_cast<S*>(ptr.v_seq);
+  const S* v_init = static_cast<const S*>(ptr.v_init);
+  const int64_t n0 = b.first_neuron(l), count = b.count;
+  params.load(b, l);
+  S v[kBlock];
+  for (int64_t i = 0; i < count; ++i) v[i] = v_init ? v_init[n0 + i] : v_init_value;
+  for (int64_t t = 0; t < l.steps; ++t) {
+    const int64_t row = b.offset(l, t);
+    for (int64_t i = 0; i < count; ++i) {
+      const QifParams<S> p = params.at(i);
+      const S h = qif_charge(v[i], to_state(x[row + i]), p);
+      const bool spike = qif_fires(h, p);
+      spikes[row + i] = from_state<X>(spike ? S(1) : S(0));
+      v[i] = qif_reset<kHardReset>(h, spike, p);
+    }
+    if (v_seq) std::copy(v, v + count, v_seq + row);
+    if (ptr.checkpoints && (t + 1) % kC == 0 && t + 1 < l.steps) {
+      std::copy(v, v + count, static_cast<S*>(ptr.checkpoints) +
+                                  (b.o * saved + (t + 1) / kC - 1) * l.inner + b.i0);
+    }
+  }
+  if (ptr.v_final) std::copy(v, v + count, static_cast<S*>(ptr.v_final) + n0);
+}
+
+// BPTT of one block, an interval of checkpoint_interval steps at a time from the last: each
+// interval's H is recomputed from its checkpoint (v_init for the first) and x, then walked
+// down. With per-neuron parameters whose gradients are wanted, each neuron's sums over its steps
+// (ParamGradSums) are kept beside it and turned into its gradients at the end.
+template <SurrogateKind kKind, bool kHardReset, bool kParamGrads, typename X, typename S>
+[[gnu::always_inline]] inline void backward_block(const BackwardCall& call, const Block& b,
+                                                  BlockParams<S>& params) {
+  const BackwardPointers& ptr = call.ptr;
+  const Layout& l = call.layout;
+  constexpr int64_t kC = checkpoint_interval(sizeof(X));
+  const int64_t saved = checkpoint_count(l.steps, kC);
+  const S v_init_value = static_cast<S>(call.settings.neuron.v_init_value);
+  const X* x = static_cast<const X*>(ptr.x);
+  const X* grad_spikes = static_cast<const X*>(ptr.grad_spikes);
+  const S* grad_v_seq = static_cast<const S*>(ptr.grad_v_seq);
+  const S* grad_v_final = static_cast<const S*>(ptr.grad_v_final);
+  const S* checkpoints = static_cast<const S*>(ptr.checkpoints);
+  const S* v_init = static_cast<const S*>(ptr.v_init);
+  X* grad_x = static_cast<X*>(ptr.grad_x);
+  const int64_t n0 = b.first_neuron(l), count = b.count;
+  params.load(b, l);
+  S carry[kBlock];  // dL/dV[t] flowing back; ends as dL/dv_init
+  S entry[kBlock];  // V entering the interval
+  S h[kC][kBlock];  // the interval's H
+  ParamGradSums<S> sums[kParamGrads ? kBlock : 1];
+  for (int64_t i = 0; i < count; ++i) carry[i] = grad_v_final ? grad_v_final[n0 + i] : S(0);
+  for (int64_t k = saved; k >= 0; --k) {
+    const int64_t t0 = k * kC, len = std::min(kC, l.steps - t0);
+    for (int64_t i = 0; i < count; ++i) {
+      entry[i] = k > 0     ? checkpoints[(b.o * saved + k - 1) * l.inner + b.i0 + i]
+                 : v_init ? v_init[n0 + i]
+                          : v_init_value;
+    }
+    for (int64_t u = 0; u < len; ++u) {
+      const X* x_row = x + b.offset(l, t0 + u);
+      for (int64_t i = 0; i < count; ++i) {
+        const QifParams<S> p = params.at(i);
+        const S v = u > 0 ? qif_state_after<kHardReset>(h[u - 1][i], p) : entry[i];
+        h[u][i] = qif_charge(v, to_state(x_row[i]), p);
       }
-      if (checkpoints && (t + 1) % kC == 0 && t + 1 < l.steps) {
-        std::copy(v, v + l.inner, checkpoints + (o * saved + (t + 1) / kC - 1) * l.inner);
+    }
+    for (int64_t u = len - 1; u >= 0; --u) {
+      const int64_t row = b.offset(l, t0 + u);
+      for (int64_t i = 0; i < count; ++i) {
+        const QifParams<S> p = params.at(i);
+        const S v_prev = u > 0 ? qif_state_after<kHardReset>(h[u - 1][i], p) : entry[i];
+        const S g_spike = grad_spikes ? S(to_state(grad_spikes[row + i])) : S(0);
+        const S g_v = grad_v_seq ? grad_v_seq[row + i] : S(0);
+        const S grad_h = qif_backward_step<kKind, kHardReset>(
+            h[u][i], v_prev, g_spike, g_v, carry[i], p, [&](const StepDerivatives<S>& d) {
+              if constexpr (kParamGrads) {
+                sums[i].template add<kHardReset>(d, h[u][i], v_prev, S(to_state(x[row + i])),
+                                                 g_spike, p, params.values(i));
+              }
+            });
+        grad_x[row + i] = from_state<X>(grad_h * p.inv_tau);
       }
+    }
+  }
+  if (ptr.grad_v_init) std::copy(carry, carry + count, static_cast<S*>(ptr.grad_v_init) + n0);
+  if constexpr (kParamGrads) {
+    for (int j = 0; j < kNumParams; ++j) {
+      S* grad = static_cast<S*>(call.param_grads.values[j]);
+      if (!grad) continue;
+      for (int64_t i = 0; i < count; ++i) grad[n0 + i] = sums[i].gradient(j, params.values(i));
     }
   }
 }
 
-// The charge's std::fma is one instruction where the CPU has FMA, a call into libm otherwise,
-// which also keeps the loops over neurons from being vectorized (3x slower on x86-64). So on
-// x86-64 each row loop (an always-inlined kBody) is compiled twice, for the baseline ISA and for
-// AVX2 + FMA, and run_rows picks one at run time; both round identically (one rounding per fma,
-// no other contraction).
+// The block loops are compiled twice on x86-64, for the baseline ISA and for AVX2 + FMA (where
+// std::fma is one instruction, and the loops over neurons vectorize), and run_block picks one at
+// run time; both round identically (one rounding per fma, no other contraction).
 #if defined(__x86_64__) && defined(__GNUC__)
 template <auto kBody, typename... Args>
-[[gnu::target("avx2,fma")]] void run_rows_fma(Args... args) {
+[[gnu::target("avx2,fma")]] void run_block_fma(Args&&... args) {
   kBody(args...);
 }
 
@@ -123,110 +276,91 @@ inline bool cpu_has_fma() {
 #endif
 
 template <auto kBody, typename... Args>
-void run_rows(Args... args) {
+void run_block(Args&&... args) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (cpu_has_fma()) return run_rows_fma<kBody>(args...);
+  if (cpu_has_fma()) return run_block_fma<kBody>(args...);
 #endif
   kBody(args...);
 }
 
-// BPTT one row at a time, an interval of checkpoint_interval steps at a time from the last: each
-// interval's H is recomputed from its checkpoint (v_init for the first) and x, then walked down.
-// v_init as in forward_rows_body; grad_v_init may be nullptr (not wanted).
-template <SurrogateKind kKind, bool kHardReset, typename X, typename S>
-[[gnu::always_inline]] inline void backward_rows_body(const X* grad_spikes, const S* grad_v_seq,
-                                                      const S* grad_v_final, const X* x,
-                                                      const S* checkpoints, const S* v_init,
-                                                      S v_init_value, X* grad_x, S* grad_v_init,
-                                                      const Layout& l, const QifParams<S>& p) {
-  constexpr int64_t kC = checkpoint_interval(sizeof(X));
-  const int64_t saved = checkpoint_count(l.steps, kC);
-  std::vector<S> carry(l.inner);  // dL/dV[t] flowing back along one row; ends as dL/dv_init
-  std::vector<S> entry(l.inner);  // V entering the interval
-  std::vector<S> h(kC * l.inner);  // the interval's H, step-major
-  for (int64_t o = 0; o < l.outer; ++o) {
-    for (int64_t i = 0; i < l.inner; ++i) {
-      carry[i] = grad_v_final ? grad_v_final[o * l.inner + i] : S(0);
-    }
-    for (int64_t k = saved; k >= 0; --k) {
-      const int64_t t0 = k * kC, len = std::min(kC, l.steps - t0);
-      for (int64_t i = 0; i < l.inner; ++i) {
-        entry[i] = k > 0     ? checkpoints[(o * saved + k - 1) * l.inner + i]
-                   : v_init ? v_init[o * l.inner + i]
-                            : v_init_value;
-      }
-      for (int64_t u = 0; u < len; ++u) {
-        const X* x_row = x + (o * l.steps + t0 + u) * l.inner;
-        for (int64_t i = 0; i < l.inner; ++i) {
-          const S v = u > 0 ? qif_state_after<kHardReset>(h[(u - 1) * l.inner + i], p) : entry[i];
-          h[u * l.inner + i] = qif_charge(v, to_state(x_row[i]), p);
-        }
-      }
-      for (int64_t u = len - 1; u >= 0; --u) {
-        const int64_t row = (o * l.steps + t0 + u) * l.inner;
-        for (int64_t i = 0; i < l.inner; ++i) {
-          const S v_prev =
-              u > 0 ? qif_state_after<kHardReset>(h[(u - 1) * l.inner + i], p) : entry[i];
-          const S g_spike = grad_spikes ? S(to_state(grad_spikes[row + i])) : S(0);
-          const S g_v = grad_v_seq ? grad_v_seq[row + i] : S(0);
-          const S grad_h = qif_backward_step<kKind, kHardReset>(h[u * l.inner + i], v_prev,
-                                                                g_spike, g_v, carry[i], p);
-          grad_x[row + i] = from_state<X>(grad_h * p.inv_tau);
-        }
-      }
-    }
-    if (grad_v_init) std::copy(carry.begin(), carry.end(), grad_v_init + o * l.inner);
+// Runs work(index) for index in [0, count) on XLA's intra-op threads and this one, and returns
+// when all are done. Blocks are claimed from a shared counter, so the work spreads over however
+// many threads turn up; this thread claims too, and waits only for blocks others have claimed,
+// never for a task still queued (a busy pool cannot stall it). Queued tasks that start after
+// the work is gone return at once: what they touch (the counters) is reference-counted.
+template <typename Work>
+void parallel_blocks(ffi::ThreadPool& pool, int64_t count, const Work& work) {
+  struct Progress {
+    std::atomic<int64_t> next{0}, done{0};
+  };
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), count) - 1;
+  if (helpers <= 0) {
+    for (int64_t index = 0; index < count; ++index) work(index);
+    return;
   }
+  auto progress = std::make_shared<Progress>();
+  auto drain = [count](Progress& state, const Work* task) {
+    for (int64_t index; (index = state.next.fetch_add(1)) < count;) {
+      (*task)(index);
+      state.done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  for (int64_t h = 0; h < helpers; ++h) {
+    // `work` lives on this thread's stack until every claimed block is done, and a task that
+    // claims nothing never calls it.
+    pool.Schedule([progress, drain, task = &work] { drain(*progress, task); });
+  }
+  drain(*progress, &work);
+  while (progress->done.load(std::memory_order_acquire) < count) std::this_thread::yield();
 }
 
 // The CPU side of the input dtypes (DTypeTraits, qif_ffi.h): each one's input type, whose
 // conversions to and from the state type are to_state / from_state above.
-template <ffi::DataType kDType>
-struct CpuDType;
-template <>
-struct CpuDType<ffi::DataType::F16> : PlatformDType<ffi::DataType::F16, Half> {};
-template <>
-struct CpuDType<ffi::DataType::BF16> : PlatformDType<ffi::DataType::BF16, BFloat16> {};
-template <>
-struct CpuDType<ffi::DataType::F32> : PlatformDType<ffi::DataType::F32, float> {};
-template <>
-struct CpuDType<ffi::DataType::F64> : PlatformDType<ffi::DataType::F64, double> {};
+template <ffi::DataType kDType> struct CpuDType;
+template <ffi::DataType kDType, typename InputType>
+struct CpuDTypeOf : DTypeTraits<kDType> {
+  using Input = InputType;
+};
+template <> struct CpuDType<ffi::DataType::F16> : CpuDTypeOf<ffi::DataType::F16, Half> {};
+template <> struct CpuDType<ffi::DataType::BF16> : CpuDTypeOf<ffi::DataType::BF16, BFloat16> {};
+template <> struct CpuDType<ffi::DataType::F32> : CpuDTypeOf<ffi::DataType::F32, float> {};
+template <> struct CpuDType<ffi::DataType::F64> : CpuDTypeOf<ffi::DataType::F64, double> {};
 
-ffi::Error cpu_forward(const ForwardCall& call) {
-  const ForwardPointers& ptr = call.ptr;
+ffi::Error cpu_forward(ffi::ThreadPool pool, const ForwardCall& call) {
   const NeuronSettings& s = call.settings;
   const bool known_dtype = dispatch_dtype<CpuDType>(call.input_dtype, [&]<typename D>() {
     using X = typename D::Input;
     using S = typename D::State;
-    const QifParams<S> p(s);
+    const QifParams<S> shared(s);
     bool_switch([&]<bool kHardReset>() {
-      run_rows<forward_rows_body<X, S, kHardReset>>(
-          static_cast<const X*>(ptr.x), static_cast<const S*>(ptr.v_init),
-          static_cast<S>(s.v_init_value), static_cast<X*>(ptr.spikes),
-          static_cast<S*>(ptr.v_final), static_cast<S*>(ptr.v_seq),
-          static_cast<S*>(ptr.checkpoints), call.layout, p);
+      parallel_blocks(pool, block_count(call.layout), [&](int64_t index) {
+        BlockParams<S> params(shared, call.params, s);
+        run_block<forward_block<X, S, kHardReset>>(call, block_at(call.layout, index), params);
+      });
     }, s.hard_reset);
   });
   if (!known_dtype) return no_kernel("dtype", static_cast<int64_t>(call.input_dtype));
   return ffi::Error::Success();
 }
 
-ffi::Error cpu_backward(const BackwardCall& call) {
-  const BackwardPointers& ptr = call.ptr;
+ffi::Error cpu_backward(ffi::ThreadPool pool, const BackwardCall& call) {
   const BackwardSettings& s = call.settings;
+  bool param_grads = false;
+  for (void* grad : call.param_grads.values) param_grads |= grad != nullptr;
   bool known_surrogate = false;
   const bool known_dtype = dispatch_dtype<CpuDType>(call.input_dtype, [&]<typename D>() {
     using X = typename D::Input;
     using S = typename D::State;
     known_surrogate = dispatch_surrogate_reset(
         s.surrogate, s.neuron.hard_reset, [&]<SurrogateKind kKind, bool kHardReset>() {
-          const auto p = QifParams<S>::template backward<kKind>(s);
-          run_rows<backward_rows_body<kKind, kHardReset, X, S>>(
-              static_cast<const X*>(ptr.grad_spikes), static_cast<const S*>(ptr.grad_v_seq),
-              static_cast<const S*>(ptr.grad_v_final), static_cast<const X*>(ptr.x),
-              static_cast<const S*>(ptr.checkpoints), static_cast<const S*>(ptr.v_init),
-              static_cast<S>(s.neuron.v_init_value), static_cast<X*>(ptr.grad_x),
-              static_cast<S*>(ptr.grad_v_init), call.layout, p);
+          const auto shared = QifParams<S>::template backward<kKind>(s);
+          bool_switch([&]<bool kParamGrads>() {
+            parallel_blocks(pool, block_count(call.layout), [&](int64_t index) {
+              BlockParams<S> params(shared, call.params, s.neuron);
+              run_block<backward_block<kKind, kHardReset, kParamGrads, X, S>>(
+                  call, block_at(call.layout, index), params);
+            });
+          }, param_grads);
         });
   });
   if (!known_dtype) return no_kernel("dtype", static_cast<int64_t>(call.input_dtype));
@@ -239,8 +373,12 @@ ffi::Error cpu_backward(const BackwardCall& call) {
 
 namespace ffi = xla::ffi;
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqifForwardCpu, jaxqif::ForwardHandler<jaxqif::cpu_forward>{},
-                              jaxqif::bind_forward(ffi::Ffi::Bind()));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqifBackwardCpu, jaxqif::BackwardHandler<jaxqif::cpu_backward>{},
-                              jaxqif::bind_backward(ffi::Ffi::Bind()));
+// v2: neuron parameters as numbers; v3: and any of them as arrays (jaxqif/_library.py).
+#define JAXQIF_CPU_HANDLER(SYMBOL, HANDLER, RUN, BIND)                                  \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(SYMBOL, (jaxqif::HANDLER<jaxqif::RUN, ffi::ThreadPool>{}), \
+                                jaxqif::BIND(ffi::Ffi::Bind().Ctx<ffi::ThreadPool>()));
+JAXQIF_CPU_HANDLER(JaxqifForwardCpu, ForwardHandler, cpu_forward, bind_forward)
+JAXQIF_CPU_HANDLER(JaxqifBackwardCpu, BackwardHandler, cpu_backward, bind_backward)
+JAXQIF_CPU_HANDLER(JaxqifForwardCpuV3, ForwardHandlerV3, cpu_forward, bind_forward_v3)
+JAXQIF_CPU_HANDLER(JaxqifBackwardCpuV3, BackwardHandlerV3, cpu_backward, bind_backward_v3)
+#undef JAXQIF_CPU_HANDLER

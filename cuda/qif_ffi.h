@@ -171,12 +171,14 @@ inline ffi::Error no_kernel(const char* what, int64_t value) {
     if (_status.failure()) return _status; \
   } while (0)
 
-// A checked forward call: what either platform's forward needs.
+// A checked forward call: what either platform's forward needs. `params` has the parameters
+// given as arrays (the v3 handlers'; none with v2).
 struct ForwardCall {
   ForwardPointers ptr;
   Layout layout;
   ffi::DataType input_dtype;
   NeuronSettings settings;
+  ParamArrays params;
 };
 
 // Forward: x [.., T, ..], v_init [neurons] (optional: absent, every neuron starts at the
@@ -206,13 +208,64 @@ inline ffi::Error check_forward(const ffi::AnyBuffer& x, const ffi::AnyBuffer& v
   return ffi::Error::Success();
 }
 
-// A checked backward call.
+// A checked backward call; `param_grads`: the per-neuron gradients wanted of `params`.
 struct BackwardCall {
   BackwardPointers ptr;
   Layout layout;
   ffi::DataType input_dtype;
   BackwardSettings settings;
+  ParamArrays params;
+  ParamGrads param_grads;
 };
+
+// The parameter operands of the v3 handlers, in ParamIndex order, and their gradients.
+using ParamBuffers = const ffi::AnyBuffer* [kNumParams];
+using ParamGradBuffers = ffi::AnyBuffer* [kNumParams];
+
+inline constexpr const char* kParamNames[kNumParams] = {"tau",         "v_c",    "a0",
+                                                        "v_threshold", "v_rest", "v_reset"};
+
+// Each given parameter (absent: zero elements) in the state dtype, with a count that divides
+// the neuron count (a compact array, jaxqif/_params.py); v_reset only with the hard reset.
+inline ffi::Error check_params(const ParamBuffers& buffers, ffi::DataType st, const Layout& l,
+                               bool hard_reset, ParamArrays* params) {
+  for (int j = 0; j < kNumParams; ++j) {
+    const ffi::AnyBuffer& b = *buffers[j];
+    const int64_t count = static_cast<int64_t>(b.element_count());
+    if (count == 0) continue;
+    if (b.element_type() != st) {
+      return ffi::Error::InvalidArgument(std::string("jaxqif: ") + kParamNames[j] +
+                                         " has the wrong dtype");
+    }
+    if (l.neurons() % count != 0 || (j == kVReset && !hard_reset)) {
+      return ffi::Error::InvalidArgument(
+          std::string("jaxqif: ") + kParamNames[j] + " has " + std::to_string(count) +
+          " elements, which do not tile the " + std::to_string(l.neurons()) + " neurons" +
+          (j == kVReset && !hard_reset ? " (and the soft reset has no v_reset)" : ""));
+    }
+    params->values[j] = b.untyped_data();
+    params->counts[j] = count;
+  }
+  return ffi::Error::Success();
+}
+
+// Each wanted gradient (absent: zero elements) per neuron, of a parameter given as an array.
+inline ffi::Error check_param_grads(const ParamGradBuffers& buffers, ffi::DataType st,
+                                    const Layout& l, const ParamArrays& params,
+                                    ParamGrads* grads) {
+  for (int j = 0; j < kNumParams; ++j) {
+    ffi::AnyBuffer& b = *buffers[j];
+    if (b.element_count() == 0) continue;
+    const std::string name = std::string("grad_") + kParamNames[j];
+    if (!params.values[j]) {
+      return ffi::Error::InvalidArgument("jaxqif: " + name + " is asked for, but " +
+                                         kParamNames[j] + " is not given as an array");
+    }
+    JAXQIF_RETURN_IF_ERROR(check_buffer(name.c_str(), b, st, l.neurons(), false));
+    grads->values[j] = b.untyped_data();
+  }
+  return ffi::Error::Success();
+}
 
 // Backward: cotangents of (spikes, v_seq, v_final), each optional, x, the forward's checkpoints
 // and v_init (optional, as in the forward) -> grad_x (x's dtype) and grad_v_init (state dtype;
@@ -283,6 +336,52 @@ auto bind_backward(Binding binding) {
       .template Attrs<BackwardSettings>();
 }
 
+// The v3 interface: the same, and the six parameters as operands after v_init (absent: zero
+// elements, the attribute's number) and their per-neuron gradients as results after
+// grad_v_init (absent: not wanted).
+template <typename Binding>
+auto bind_params(Binding binding) {
+  return std::move(binding)
+      .template Arg<ffi::AnyBuffer>()   // tau
+      .template Arg<ffi::AnyBuffer>()   // v_c
+      .template Arg<ffi::AnyBuffer>()   // a0
+      .template Arg<ffi::AnyBuffer>()   // v_threshold
+      .template Arg<ffi::AnyBuffer>()   // v_rest
+      .template Arg<ffi::AnyBuffer>();  // v_reset
+}
+
+template <typename Binding>
+auto bind_forward_v3(Binding binding) {
+  return bind_params(std::move(binding)
+                         .template Arg<ffi::AnyBuffer>()   // x
+                         .template Arg<ffi::AnyBuffer>())  // v_init
+      .template Ret<ffi::AnyBuffer>()                      // spikes
+      .template Ret<ffi::AnyBuffer>()                      // v_final
+      .template Ret<ffi::AnyBuffer>()                      // v_seq
+      .template Ret<ffi::AnyBuffer>()                      // checkpoints
+      .template Attrs<NeuronSettings>();
+}
+
+template <typename Binding>
+auto bind_backward_v3(Binding binding) {
+  return bind_params(std::move(binding)
+                         .template Arg<ffi::AnyBuffer>()   // grad_spikes
+                         .template Arg<ffi::AnyBuffer>()   // grad_v_seq
+                         .template Arg<ffi::AnyBuffer>()   // grad_v_final
+                         .template Arg<ffi::AnyBuffer>()   // x
+                         .template Arg<ffi::AnyBuffer>()   // checkpoints
+                         .template Arg<ffi::AnyBuffer>())  // v_init
+      .template Ret<ffi::AnyBuffer>()                      // grad_x
+      .template Ret<ffi::AnyBuffer>()                      // grad_v_init
+      .template Ret<ffi::AnyBuffer>()                      // grad_tau
+      .template Ret<ffi::AnyBuffer>()                      // grad_v_c
+      .template Ret<ffi::AnyBuffer>()                      // grad_a0
+      .template Ret<ffi::AnyBuffer>()                      // grad_v_threshold
+      .template Ret<ffi::AnyBuffer>()                      // grad_v_rest
+      .template Ret<ffi::AnyBuffer>()                      // grad_v_reset
+      .template Attrs<BackwardSettings>();
+}
+
 // A platform's handlers, for the bindings above with one Ctx per Context: they check the call
 // and hand it to kRun(context..., call), unless it has no element.
 template <auto kRun, typename... Context>
@@ -301,6 +400,26 @@ struct ForwardHandler {
 };
 
 template <auto kRun, typename... Context>
+struct ForwardHandlerV3 {
+  ffi::Error operator()(Context... context, ffi::AnyBuffer x, ffi::AnyBuffer v_init,
+                        ffi::AnyBuffer tau, ffi::AnyBuffer v_c, ffi::AnyBuffer a0,
+                        ffi::AnyBuffer v_threshold, ffi::AnyBuffer v_rest,
+                        ffi::AnyBuffer v_reset, ffi::Result<ffi::AnyBuffer> spikes,
+                        ffi::Result<ffi::AnyBuffer> v_final, ffi::Result<ffi::AnyBuffer> v_seq,
+                        ffi::Result<ffi::AnyBuffer> checkpoints,
+                        const NeuronSettings& settings) const {
+    ForwardCall call;
+    JAXQIF_RETURN_IF_ERROR(
+        check_forward(x, v_init, *spikes, *v_final, *v_seq, *checkpoints, settings, &call));
+    const ParamBuffers params = {&tau, &v_c, &a0, &v_threshold, &v_rest, &v_reset};
+    JAXQIF_RETURN_IF_ERROR(check_params(params, state_dtype_for(call.input_dtype), call.layout,
+                                        settings.hard_reset, &call.params));
+    if (call.layout.elements() == 0) return ffi::Error::Success();
+    return kRun(context..., call);
+  }
+};
+
+template <auto kRun, typename... Context>
 struct BackwardHandler {
   ffi::Error operator()(Context... context, ffi::AnyBuffer grad_spikes, ffi::AnyBuffer grad_v_seq,
                         ffi::AnyBuffer grad_v_final, ffi::AnyBuffer x,
@@ -311,6 +430,37 @@ struct BackwardHandler {
     BackwardCall call;
     JAXQIF_RETURN_IF_ERROR(check_backward(grad_spikes, grad_v_seq, grad_v_final, x, checkpoints,
                                           v_init, *grad_x, *grad_v_init, settings, &call));
+    if (call.layout.elements() == 0) return ffi::Error::Success();
+    return kRun(context..., call);
+  }
+};
+
+template <auto kRun, typename... Context>
+struct BackwardHandlerV3 {
+  ffi::Error operator()(Context... context, ffi::AnyBuffer grad_spikes, ffi::AnyBuffer grad_v_seq,
+                        ffi::AnyBuffer grad_v_final, ffi::AnyBuffer x,
+                        ffi::AnyBuffer checkpoints, ffi::AnyBuffer v_init, ffi::AnyBuffer tau,
+                        ffi::AnyBuffer v_c, ffi::AnyBuffer a0, ffi::AnyBuffer v_threshold,
+                        ffi::AnyBuffer v_rest, ffi::AnyBuffer v_reset,
+                        ffi::Result<ffi::AnyBuffer> grad_x,
+                        ffi::Result<ffi::AnyBuffer> grad_v_init,
+                        ffi::Result<ffi::AnyBuffer> grad_tau, ffi::Result<ffi::AnyBuffer> grad_v_c,
+                        ffi::Result<ffi::AnyBuffer> grad_a0,
+                        ffi::Result<ffi::AnyBuffer> grad_v_threshold,
+                        ffi::Result<ffi::AnyBuffer> grad_v_rest,
+                        ffi::Result<ffi::AnyBuffer> grad_v_reset,
+                        const BackwardSettings& settings) const {
+    BackwardCall call;
+    JAXQIF_RETURN_IF_ERROR(check_backward(grad_spikes, grad_v_seq, grad_v_final, x, checkpoints,
+                                          v_init, *grad_x, *grad_v_init, settings, &call));
+    const ffi::DataType st = state_dtype_for(call.input_dtype);
+    const ParamBuffers params = {&tau, &v_c, &a0, &v_threshold, &v_rest, &v_reset};
+    JAXQIF_RETURN_IF_ERROR(
+        check_params(params, st, call.layout, settings.neuron.hard_reset, &call.params));
+    const ParamGradBuffers grads = {&*grad_tau,         &*grad_v_c,    &*grad_a0,
+                                    &*grad_v_threshold, &*grad_v_rest, &*grad_v_reset};
+    JAXQIF_RETURN_IF_ERROR(
+        check_param_grads(grads, st, call.layout, call.params, &call.param_grads));
     if (call.layout.elements() == 0) return ffi::Error::Success();
     return kRun(context..., call);
   }

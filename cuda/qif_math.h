@@ -6,7 +6,9 @@
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
+#include "qif_buffers.h"
 #include "surrogates.h"
 
 #if defined(__CUDACC__)
@@ -83,8 +85,33 @@ struct BackwardSettings {
 };
 #undef JAXQIF_SETTINGS_FIELD
 
-// Neuron parameters, already converted to the state type. Derived constants are computed in
-// double and rounded once.
+// One neuron's parameters in the state type, where some are given as arrays (ParamArrays).
+template <typename S>
+struct NeuronValues {
+  S tau, v_c, a0, v_threshold, v_rest, v_reset;  // v_reset: 0 for the soft reset
+
+  // The settings' numbers (what every neuron has where no array is given).
+  static NeuronValues numbers(const NeuronSettings& s) {
+    return {static_cast<S>(s.tau),         static_cast<S>(s.v_c),    static_cast<S>(s.a0),
+            static_cast<S>(s.v_threshold), static_cast<S>(s.v_rest),
+            static_cast<S>(s.hard_reset ? s.v_reset : 0.0)};
+  }
+
+  // Neuron n's: each parameter from its array where given (at n % its count), else the number.
+  QIF_HD static NeuronValues of(int64_t n, const ParamArrays& a, const NeuronValues& numbers) {
+    auto value = [&](int j, S number) {
+      return a.values[j] ? static_cast<const S*>(a.values[j])[n % a.counts[j]] : number;
+    };
+    return {value(kTau, numbers.tau),           value(kVC, numbers.v_c),
+            value(kA0, numbers.a0),             value(kVThreshold, numbers.v_threshold),
+            value(kVRest, numbers.v_rest),      value(kVReset, numbers.v_reset)};
+  }
+};
+
+// Neuron parameters, already converted to the state type. With numbers only, the derived
+// constants are computed in double and rounded once; a neuron whose parameters come from arrays
+// has them folded in the state type (the per-neuron constructor), in the operations of
+// jaxqif/_config.py's fold, so that every backend folds alike.
 template <typename S>
 struct QifParams {
   S inv_tau;  // 1 / tau
@@ -108,6 +135,20 @@ struct QifParams {
   static QifParams backward(const BackwardSettings& s) {
     return QifParams(s.neuron, SurrogateTraits<kKind>::constants(s.alpha), s.detach_reset);
   }
+  // One neuron's, where its parameters come from arrays: the charge constants folded in S; the
+  // surrogate's constants and detach_reset are the call's (`shared`).
+  QIF_HD QifParams(const NeuronValues<S>& v, const QifParams& shared)
+      : inv_tau(S(1) / v.tau),
+        charge_v2(v.a0 / v.tau),
+        charge_v1(S(1) - v.a0 * (v.v_rest + v.v_c) / v.tau),
+        charge_v0(v.a0 * v.v_rest * v.v_c / v.tau),
+        v_threshold(v.v_threshold),
+        v_reset(v.v_reset),
+        dh_dv_slope(S(2) * (v.a0 / v.tau)),  // 2 charge_v2 exactly, as 2 a0 / tau rounded is
+        sg_scale(shared.sg_scale),
+        sg_gain(shared.sg_gain),
+        sg_coef(shared.sg_coef),
+        detach_reset(shared.detach_reset) {}
 
  private:
   QifParams(const NeuronSettings& s, const SurrogateConstants& sg, bool detach)
@@ -143,18 +184,52 @@ QIF_HD double qif_fma(double a, double b, double c) {
 
 // 2^x and division inside the surrogates. On the GPU, float uses the hardware's approximate
 // exp2 and reciprocal (a few ulp; the correctly rounded versions take several instructions
-// more, and the time-parallel backward is bound by instruction issue). Only the backward
-// evaluates them, and its gradients are compared at a tolerance, never bit for bit.
+// more, and the time-parallel backward is bound by instruction issue). On the CPU, 2^x is a
+// polynomial (qif_exp2_cpu) rather than libm's exp2, whose calls would keep the backward's loops
+// over neurons from vectorizing. Only the backward evaluates them, and its gradients are
+// compared at a tolerance, never bit for bit.
+//
+// qif_exp2_cpu: x = n + f with n an integer and |f| <= 1/2; 2^f = e^(f ln 2) by its Taylor series
+// to the term whose remainder is below half an ulp (degree 7 in float, 13 in double), 2^n by
+// writing the exponent bits. Below the smallest normal power it flushes to 0, as the GPU's
+// ex2.approx.ftz does; above the largest it is inf; NaN stays NaN.
+constexpr double qif_inverse_factorial(int k) { return k == 0 ? 1.0 : qif_inverse_factorial(k - 1) / k; }
+
+template <typename S, typename Bits, int kDegree, int kMinExponent, int kMaxExponent,
+          int kMantissaBits, int kBias>
+inline S qif_exp2_cpu(S x) {
+  // (1.5 * 2^mantissa bits: adding and subtracting it rounds |x| < 2^(mantissa bits - 1) to an
+  // integer, in the current rounding mode, branch-free; NaN compares false and is clamped too)
+  constexpr S kRound = S(3) * static_cast<S>(Bits{1} << (kMantissaBits - 1));
+  const S clamped = x >= S(kMinExponent) ? (x <= S(kMaxExponent) ? x : S(kMaxExponent))
+                                         : S(kMinExponent);
+  const S n = (clamped + kRound) - kRound;
+  const S y = (clamped - n) * S(0.69314718055994530942);  // f ln 2, |y| <= 0.35
+  S poly = S(qif_inverse_factorial(kDegree));
+  for (int k = kDegree - 1; k >= 0; --k) poly = poly * y + S(qif_inverse_factorial(k));
+  const Bits exponent = static_cast<Bits>(static_cast<int64_t>(n) + kBias) << kMantissaBits;
+  S scale;
+  std::memcpy(&scale, &exponent, sizeof scale);
+  const S result = poly * scale;
+  return x != x ? x : x < S(kMinExponent) ? S(0) : x > S(kMaxExponent) ? S(INFINITY) : result;
+}
+
 QIF_HD float qif_exp2(float x) {
 #if defined(__CUDA_ARCH__)
   float r;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
   return r;
 #else
-  return exp2f(x);
+  return qif_exp2_cpu<float, uint32_t, 7, -126, 127, 23, 127>(x);
 #endif
 }
-QIF_HD double qif_exp2(double x) { return exp2(x); }
+QIF_HD double qif_exp2(double x) {
+#if defined(__CUDA_ARCH__)
+  return exp2(x);
+#else
+  return qif_exp2_cpu<double, uint64_t, 13, -1022, 1023, 52, 1023>(x);
+#endif
+}
 QIF_HD float qif_divide(float a, float b) {
 #if defined(__CUDA_ARCH__)
   return __fdividef(a, b);  // 0 for |b| > 2^126, where a / b is below 2^-126 |a| anyway
@@ -333,17 +408,84 @@ QIF_HD S qif_dh_dv(S v_prev, const QifParams<S>& p) {
   return p.dh_dv_slope * v_prev + p.charge_v1;
 }
 
+// What one step of BPTT learns besides dL/dH[t] (grad_h): c = dL/dV[t] through V[t] (the
+// cotangent of V[t] itself plus what flows back from later steps), sigma' and S[t]. The parameter
+// gradients (ParamGradSums) are made of these.
+template <typename S>
+struct StepDerivatives {
+  S grad_h, c, sg;
+  bool spike;
+};
+
 // One step of BPTT, walking t downwards. `carry` is dL/dV[t] from steps after t (plus the
-// cotangent of v_final at t = T-1). Returns dL/dH[t]; carry becomes dL/dV[t-1].
-template <SurrogateKind kKind, bool kHardReset, typename S>
+// cotangent of v_final at t = T-1). Returns dL/dH[t]; carry becomes dL/dV[t-1]. `observe`, if
+// given, sees the step's StepDerivatives.
+template <SurrogateKind kKind, bool kHardReset, typename S, typename Observe>
 QIF_HD S qif_backward_step(S h, S v_prev, S grad_spike, S grad_v, S& carry,
-                           const QifParams<S>& p) {
+                           const QifParams<S>& p, Observe&& observe) {
   const bool spike = qif_fires(h, p);
   const S sg = qif_surrogate_grad<kKind>(h, p);
-  const S grad_h = grad_spike * sg + (grad_v + carry) * qif_dv_dh<kHardReset>(h, spike, sg, p);
+  const S c = grad_v + carry;
+  const S grad_h = grad_spike * sg + c * qif_dv_dh<kHardReset>(h, spike, sg, p);
+  observe(StepDerivatives<S>{grad_h, c, sg, spike});
   carry = grad_h * qif_dh_dv(v_prev, p);
   return grad_h;
 }
+
+template <SurrogateKind kKind, bool kHardReset, typename S>
+QIF_HD S qif_backward_step(S h, S v_prev, S grad_spike, S grad_v, S& carry,
+                           const QifParams<S>& p) {
+  return qif_backward_step<kKind, kHardReset>(h, v_prev, grad_spike, grad_v, carry, p,
+                                              [](const StepDerivatives<S>&) {});
+}
+
+// One neuron's parameter gradients, summed over its steps as BPTT walks them (in registers:
+// nothing per step is stored) and turned into dL/d(parameter) at the end. With V = V[t-1],
+// G = dL/dH[t], c, sigma' and S as in StepDerivatives, and g_s = dL/dS[t] (the spike's own
+// cotangent, and through the reset unless detach_reset):
+//   dH/dtau = -(x + a0 (V - v_rest)(V - v_c)) / tau^2, dH/da0 = (V - v_rest)(V - v_c) / tau,
+//   dH/dv_rest = -a0 (V - v_c) / tau, dH/dv_c = -a0 (V - v_rest) / tau,
+//   dS/dv_threshold = -sigma', and the soft reset's dV/dv_threshold = -S;
+//   dV/dv_reset = S (hard reset).
+template <typename S>
+struct ParamGradSums {
+  S charge = S(0);     // sum G (x + a0 (V - v_rest)(V - v_c))
+  S curvature = S(0);  // sum G (V - v_rest)(V - v_c)
+  S from_rest = S(0);  // sum G (V - v_c)
+  S from_c = S(0);     // sum G (V - v_rest)
+  S threshold = S(0);  // dL/dv_threshold
+  S reset = S(0);      // dL/dv_reset
+
+  template <bool kHardReset>
+  QIF_HD void add(const StepDerivatives<S>& d, S h, S v_prev, S x, S grad_spike,
+                  const QifParams<S>& p, const NeuronValues<S>& n) {
+    const S dv_ds = kHardReset ? (qif_is_finite(h) ? p.v_reset - h : S(0)) : -p.v_threshold;
+    const S g_s = p.detach_reset ? grad_spike : grad_spike + d.c * dv_ds;
+    const S fired = d.spike ? S(1) : S(0);
+    threshold -= g_s * d.sg;
+    if (kHardReset) reset += d.c * fired;
+    else threshold -= d.c * fired;
+    const S from_v_rest = v_prev - n.v_rest, from_v_c = v_prev - n.v_c;
+    const S product = from_v_rest * from_v_c;
+    charge += d.grad_h * (x + n.a0 * product);
+    curvature += d.grad_h * product;
+    from_rest += d.grad_h * from_v_c;
+    from_c += d.grad_h * from_v_rest;
+  }
+
+  // dL/d(parameter j) of this neuron.
+  QIF_HD S gradient(int j, const NeuronValues<S>& n) const {
+    switch (j) {
+      case kTau: return -charge / (n.tau * n.tau);
+      case kVC: return -n.a0 * from_c / n.tau;
+      case kA0: return curvature / n.tau;
+      case kVThreshold: return threshold;
+      case kVRest: return -n.a0 * from_rest / n.tau;
+      case kVReset: return reset;
+    }
+    return S(0);  // (no other j: the callers walk 0 .. kNumParams - 1)
+  }
+};
 
 // The same step written on G[t] = dL/dH[t]. Once H[t] is known the recurrence is affine,
 //   G[t] = decay * G[t+1] + drive,

@@ -85,7 +85,7 @@ class NeuronConfig:
 
     def _folded(self) -> dict:
         """The forward's constants in double, as cuda/qif_math.h's QifParams folds them from
-        numbers. The charge is a polynomial in v:
+        numbers (QifParams's constructor). The charge is a polynomial in v:
         H = (charge_v2 v + charge_v1) v + (x inv_tau + charge_v0)."""
         return fold(self.tau, self.v_c, self.a0, self.v_threshold, self.v_rest,
                     self.v_reset if self.hard_reset else 0.0)
@@ -107,7 +107,7 @@ class NeuronConfig:
         """Refuses parameters whose folded constants (the kernels' and the pure-JAX path's,
         backward ones included) are not finite in the state dtype: `a0=1e39` with float32
         state, say, would make every potential NaN. The surrogate's constants are alpha,
-        alpha^2 and 1/alpha times factors below 2 (cuda/qif_math.h's surrogate_constants)."""
+        alpha^2 and 1/alpha times factors below 2 (cuda/qif_math.h's SurrogateTraits<...>::constants)."""
         info = np.finfo(state_dtype)
         alpha = self.surrogate.alpha
         folded = {"surrogate alpha^2": 2 * alpha * alpha, "surrogate 1/alpha": 2 / alpha}

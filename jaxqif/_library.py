@@ -43,17 +43,23 @@ BUILD_HINT = (
 @dataclasses.dataclass(frozen=True)
 class _Library:
     filename: str
-    forward_symbol: str
-    backward_symbol: str
+    symbol_suffix: str  # the handlers are JaxqifForward<suffix>, JaxqifBackward<suffix>V3, ...
     xla_platform: str  # as jax.ffi.register_ffi_target spells it
     # Modules whose presence means JAX may run on this platform (found, never imported).
     jax_plugins: tuple[str, ...] = ()
 
+    def targets(self):
+        """(FFI target, handler symbol) of every interface version the library serves."""
+        for direction, v2, v3 in (("Forward", FORWARD_TARGET, FORWARD_TARGET_V3),
+                                  ("Backward", BACKWARD_TARGET, BACKWARD_TARGET_V3)):
+            yield v2, f"Jaxqif{direction}{self.symbol_suffix}"
+            yield v3, f"Jaxqif{direction}{self.symbol_suffix}V3"
+
 
 # platform, as in JAX lowering rules -> its library
 LIBRARIES = {
-    "cpu": _Library("libjaxqif_cpu.so", "JaxqifForwardCpu", "JaxqifBackwardCpu", "cpu"),
-    "cuda": _Library("libjaxqif_cuda.so", "JaxqifForwardCuda", "JaxqifBackwardCuda", "CUDA",
+    "cpu": _Library("libjaxqif_cpu.so", "Cpu", "cpu"),
+    "cuda": _Library("libjaxqif_cuda.so", "Cuda", "CUDA",
                      jax_plugins=("jax_cuda12_plugin", "jax_cuda13_plugin")),
 }
 
@@ -79,9 +85,9 @@ def _register(platform: str) -> bool:
     if path is None:
         return False
     handle = ctypes.CDLL(str(path))
-    for target, symbol in ((FORWARD_TARGET, library.forward_symbol),
-                           (BACKWARD_TARGET, library.backward_symbol)):
-        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(handle, symbol)),
+    handlers = [(target, getattr(handle, symbol)) for target, symbol in library.targets()]
+    for target, handler in handlers:  # (all found first: a library lacking one registers none)
+        jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(handler),
                                     platform=library.xla_platform)
     return True
 

@@ -56,9 +56,9 @@ def test_bad_surrogate_alpha(alpha):
         sg.Sigmoid(alpha=alpha)
 
 
-def test_traced_parameter_is_refused():
-    with pytest.raises(TypeError, match="tau must be a static Python number"):
-        jax.jit(lambda tau: jaxqif.qif_multistep(X, tau=tau))(2.0)
+def test_traced_alpha_is_refused():
+    """The surrogate's alpha is a static constant of the kernels (neuron parameters may be
+    traced: they are array parameters, tests/test_params.py)."""
     with pytest.raises(TypeError, match="alpha must be a static Python number"):
         jax.jit(lambda a: jaxqif.qif_multistep(X, surrogate=sg.ATan(alpha=a)))(2.0)
 

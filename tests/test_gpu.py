@@ -107,7 +107,7 @@ def test_more_than_2_31_elements():
                      1e-2, "grad_x head")
 
 
-# Each launch plan of the CUDA handlers (cuda/qif_cuda_kernels.cuh, choose_plan), for every
+# Each launch plan of the CUDA handlers (cuda/launch/plan.h, choose_plan), for every
 # dtype: wide (16-byte groups; also with the time axis in the middle; a short sequence of 3
 # steps), narrow (many neurons, odd innermost size), bulk shallow and bulk deep forward with
 # the segmented backward (3 or 6 warps per 32 groups; 16), T long enough for the shared-memory
