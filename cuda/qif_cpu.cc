@@ -110,73 +110,87 @@ Block block_at(const Layout& l, int64_t index) {
   return {o, i0, std::min(kBlock, l.inner - i0)};
 }
 
-// Every neuron's constants: the call's QifParams where all parameters are numbers, else each
-// neuron's own (folded per neuron, QifParams's per-neuron constructor) in arrays of the block.
-template <typename S>
+// The constants of a block's neurons. kPerNeuron = false: the call's QifParams, the same for
+// every neuron (all parameters are numbers). kPerNeuron = true: each neuron's own, folded when
+// the block is loaded (QifParams's per-neuron constructor) into arrays that the loops over the
+// block's neurons read like any other stream.
+template <typename S, bool kPerNeuron>
 class BlockParams {
  public:
   BlockParams(const QifParams<S>& shared, const ParamArrays& arrays, const NeuronSettings& s)
-      : shared_(shared), arrays_(arrays), numbers_(NeuronValues<S>::numbers(s)),
-        per_neuron_(arrays.any()) {}
+      : shared_(shared), arrays_(arrays), numbers_(NeuronValues<S>::numbers(s)) {}
 
-  bool per_neuron() const { return per_neuron_; }
-
-  // Folds the neurons of `b` (per-neuron parameters only).
   void load(const Block& b, const Layout& l) {
-    if (!per_neuron_) return;
-    const int64_t n0 = b.first_neuron(l);
-    for (int64_t i = 0; i < b.count; ++i) {
-      values_[i] = NeuronValues<S>::of(n0 + i, arrays_, numbers_);
-      const QifParams<S> p(values_[i], shared_);
-      inv_tau_[i] = p.inv_tau, v2_[i] = p.charge_v2, v1_[i] = p.charge_v1, v0_[i] = p.charge_v0;
-      threshold_[i] = p.v_threshold, reset_[i] = p.v_reset, slope_[i] = p.dh_dv_slope;
+    if constexpr (kPerNeuron) {
+      const int64_t n0 = b.first_neuron(l);
+      for (int64_t i = 0; i < b.count; ++i) {
+        const NeuronValues<S> v = NeuronValues<S>::of(n0 + i, arrays_, numbers_);
+        tau_[i] = v.tau, v_c_[i] = v.v_c, a0_[i] = v.a0, v_rest_[i] = v.v_rest;
+        const QifParams<S> p(v, shared_);
+        inv_tau_[i] = p.inv_tau, v2_[i] = p.charge_v2, v1_[i] = p.charge_v1;
+        v0_[i] = p.charge_v0, threshold_[i] = p.v_threshold, reset_[i] = p.v_reset;
+        slope_[i] = p.dh_dv_slope;
+      }
     }
   }
 
-  // Neuron i's constants (i within the loaded block); the inner loops call this per neuron,
-  // and vectorize across neurons either way.
-  QifParams<S> at(int64_t i) const {
-    if (!per_neuron_) return shared_;
-    QifParams<S> p = shared_;
-    p.inv_tau = inv_tau_[i], p.charge_v2 = v2_[i], p.charge_v1 = v1_[i], p.charge_v0 = v0_[i];
-    p.v_threshold = threshold_[i], p.v_reset = reset_[i], p.dh_dv_slope = slope_[i];
-    return p;
+  // The constants every neuron shares (all of them, without per-neuron parameters). The loops
+  // take a local copy before they start, whose fields the compiler keeps in registers.
+  const QifParams<S>& shared() const { return shared_; }
+
+  // Neuron i's constants (i within the loaded block), given `shared`'s local copy: that copy
+  // itself without per-neuron parameters (no struct is copied inside the loops, which would
+  // keep them from vectorizing).
+  decltype(auto) at(int64_t i, const QifParams<S>& shared) const {
+    if constexpr (kPerNeuron) {
+      return QifParams<S>(inv_tau_[i], v2_[i], v1_[i], v0_[i], threshold_[i], reset_[i],
+                          slope_[i], shared);
+    } else {
+      return (shared);  // a reference
+    }
   }
 
-  const NeuronValues<S>& values(int64_t i) const { return values_[i]; }
+  // Neuron i's parameters, as far as their gradients need them (ParamGradSums).
+  NeuronValues<S> values(int64_t i) const {
+    return {tau_[i], v_c_[i], a0_[i], threshold_[i], v_rest_[i], reset_[i]};
+  }
 
  private:
+  static constexpr int64_t kSize = kPerNeuron ? kBlock : 1;
   QifParams<S> shared_;
   ParamArrays arrays_;
   NeuronValues<S> numbers_;
-  bool per_neuron_;
-  S inv_tau_[kBlock], v2_[kBlock], v1_[kBlock], v0_[kBlock];
-  S threshold_[kBlock], reset_[kBlock], slope_[kBlock];
-  NeuronValues<S> values_[kBlock];
+  // (arrays of each field rather than of structs, so that the loops load them as vectors)
+  S inv_tau_[kSize], v2_[kSize], v1_[kSize], v0_[kSize], threshold_[kSize], reset_[kSize],
+      slope_[kSize];
+  S tau_[kSize], v_c_[kSize], a0_[kSize], v_rest_[kSize];
 };
 
 // The forward of one block. v_init: nullptr means every neuron starts at v_init_value; v_final,
 // v_seq, checkpoints: nullptr means not written.
-template <typename X, typename S, bool kHardReset>
+template <typename X, typename S, bool kHardReset, bool kPerNeuron>
 [[gnu::always_inline]] inline void forward_block(const ForwardCall& call, const Block& b,
-                                                 BlockParams<S>& params) {
+                                                 BlockParams<S, kPerNeuron>& params) {
   const ForwardPointers& ptr = call.ptr;
   const Layout& l = call.layout;
   constexpr int64_t kC = checkpoint_interval(sizeof(X));
   const int64_t saved = checkpoint_count(l.steps, kC);
   const S v_init_value = static_cast<S>(call.settings.v_init_value);
-  const X* x = static_cast<const X*>(ptr.x);
-  X* spikes = static_cast<X*>(ptr.spikes);
-  S* v_seq = static_cast<S*>(ptr.v_seq);
-  const S* v_init = static_cast<const S*>(ptr.v_init);
+  // (__restrict: no output overlaps an input or the block's own arrays, which lets the loops
+  // over neurons vectorize)
+  const X* __restrict x = static_cast<const X*>(ptr.x);
+  X* __restrict spikes = static_cast<X*>(ptr.spikes);
+  S* __restrict v_seq = static_cast<S*>(ptr.v_seq);
+  const S* __restrict v_init = static_cast<const S*>(ptr.v_init);
   const int64_t n0 = b.first_neuron(l), count = b.count;
   params.load(b, l);
+  const QifParams<S> shared = params.shared();
   S v[kBlock];
   for (int64_t i = 0; i < count; ++i) v[i] = v_init ? v_init[n0 + i] : v_init_value;
   for (int64_t t = 0; t < l.steps; ++t) {
     const int64_t row = b.offset(l, t);
     for (int64_t i = 0; i < count; ++i) {
-      const QifParams<S> p = params.at(i);
+      const auto& p = params.at(i, shared);
       const S h = qif_charge(v[i], to_state(x[row + i]), p);
       const bool spike = qif_fires(h, p);
       spikes[row + i] = from_state<X>(spike ? S(1) : S(0));
@@ -195,27 +209,33 @@ template <typename X, typename S, bool kHardReset>
 // interval's H is recomputed from its checkpoint (v_init for the first) and x, then walked
 // down. With per-neuron parameters whose gradients are wanted, each neuron's sums over its steps
 // (ParamGradSums) are kept beside it and turned into its gradients at the end.
-template <SurrogateKind kKind, bool kHardReset, bool kParamGrads, typename X, typename S>
+template <SurrogateKind kKind, bool kHardReset, bool kPerNeuron, bool kParamGrads, typename X,
+          typename S>
 [[gnu::always_inline]] inline void backward_block(const BackwardCall& call, const Block& b,
-                                                  BlockParams<S>& params) {
+                                                  BlockParams<S, kPerNeuron>& params) {
   const BackwardPointers& ptr = call.ptr;
   const Layout& l = call.layout;
   constexpr int64_t kC = checkpoint_interval(sizeof(X));
   const int64_t saved = checkpoint_count(l.steps, kC);
   const S v_init_value = static_cast<S>(call.settings.neuron.v_init_value);
-  const X* x = static_cast<const X*>(ptr.x);
-  const X* grad_spikes = static_cast<const X*>(ptr.grad_spikes);
-  const S* grad_v_seq = static_cast<const S*>(ptr.grad_v_seq);
-  const S* grad_v_final = static_cast<const S*>(ptr.grad_v_final);
-  const S* checkpoints = static_cast<const S*>(ptr.checkpoints);
-  const S* v_init = static_cast<const S*>(ptr.v_init);
-  X* grad_x = static_cast<X*>(ptr.grad_x);
+  const X* __restrict x = static_cast<const X*>(ptr.x);  // (__restrict: as in forward_block)
+  const X* __restrict grad_spikes = static_cast<const X*>(ptr.grad_spikes);
+  const S* __restrict grad_v_seq = static_cast<const S*>(ptr.grad_v_seq);
+  const S* __restrict grad_v_final = static_cast<const S*>(ptr.grad_v_final);
+  const S* __restrict checkpoints = static_cast<const S*>(ptr.checkpoints);
+  const S* __restrict v_init = static_cast<const S*>(ptr.v_init);
+  X* __restrict grad_x = static_cast<X*>(ptr.grad_x);
   const int64_t n0 = b.first_neuron(l), count = b.count;
   params.load(b, l);
+  const QifParams<S> shared = params.shared();
   S carry[kBlock];  // dL/dV[t] flowing back; ends as dL/dv_init
   S entry[kBlock];  // V entering the interval
   S h[kC][kBlock];  // the interval's H
-  ParamGradSums<S> sums[kParamGrads ? kBlock : 1];
+  S g_spike[kBlock], g_v[kBlock];  // one step's cotangents
+  // Each neuron's ParamGradSums, a field per array (so that the loop loads them as vectors).
+  constexpr int64_t kSums = kParamGrads ? kBlock : 1;
+  S charge[kSums] = {}, curvature[kSums] = {}, from_rest[kSums] = {}, from_c[kSums] = {},
+    threshold[kSums] = {}, reset[kSums] = {};
   for (int64_t i = 0; i < count; ++i) carry[i] = grad_v_final ? grad_v_final[n0 + i] : S(0);
   for (int64_t k = saved; k >= 0; --k) {
     const int64_t t0 = k * kC, len = std::min(kC, l.steps - t0);
@@ -227,26 +247,47 @@ template <SurrogateKind kKind, bool kHardReset, bool kParamGrads, typename X, ty
     for (int64_t u = 0; u < len; ++u) {
       const X* x_row = x + b.offset(l, t0 + u);
       for (int64_t i = 0; i < count; ++i) {
-        const QifParams<S> p = params.at(i);
+        const auto& p = params.at(i, shared);
         const S v = u > 0 ? qif_state_after<kHardReset>(h[u - 1][i], p) : entry[i];
         h[u][i] = qif_charge(v, to_state(x_row[i]), p);
       }
     }
     for (int64_t u = len - 1; u >= 0; --u) {
       const int64_t row = b.offset(l, t0 + u);
+      // The step's cotangents in the state type (0 where absent), so that the loop below reads
+      // every stream unconditionally and vectorizes.
       for (int64_t i = 0; i < count; ++i) {
-        const QifParams<S> p = params.at(i);
-        const S v_prev = u > 0 ? qif_state_after<kHardReset>(h[u - 1][i], p) : entry[i];
-        const S g_spike = grad_spikes ? S(to_state(grad_spikes[row + i])) : S(0);
-        const S g_v = grad_v_seq ? grad_v_seq[row + i] : S(0);
-        const S grad_h = qif_backward_step<kKind, kHardReset>(
-            h[u][i], v_prev, g_spike, g_v, carry[i], p, [&](const StepDerivatives<S>& d) {
-              if constexpr (kParamGrads) {
-                sums[i].template add<kHardReset>(d, h[u][i], v_prev, S(to_state(x[row + i])),
-                                                 g_spike, p, params.values(i));
-              }
-            });
+        g_spike[i] = grad_spikes ? S(to_state(grad_spikes[row + i])) : S(0);
+        g_v[i] = grad_v_seq ? grad_v_seq[row + i] : S(0);
+      }
+      auto step = [&](int64_t i, const QifParams<S>& p, S v_prev) {
+        S grad_h;
+        if constexpr (kParamGrads) {
+          grad_h = qif_backward_step<kKind, kHardReset>(
+              h[u][i], v_prev, g_spike[i], g_v[i], carry[i], p, [&](const StepDerivatives<S>& d) {
+                ParamGradSums<S> sums{charge[i],   curvature[i], from_rest[i],
+                                      from_c[i],   threshold[i], reset[i]};
+                sums.template add<kHardReset>(d, h[u][i], v_prev, S(to_state(x[row + i])),
+                                              g_spike[i], p, params.values(i));
+                charge[i] = sums.charge, curvature[i] = sums.curvature;
+                from_rest[i] = sums.from_rest, from_c[i] = sums.from_c;
+                threshold[i] = sums.threshold, reset[i] = sums.reset;
+              });
+        } else {
+          grad_h = qif_backward_step<kKind, kHardReset>(h[u][i], v_prev, g_spike[i], g_v[i],
+                                                        carry[i], p);
+        }
         grad_x[row + i] = from_state<X>(grad_h * p.inv_tau);
+      };
+      // (V[t-1] from the step below, or the interval's entry: two loops rather than a choice
+      // inside one, which would keep it from vectorizing)
+      if (u > 0) {
+        for (int64_t i = 0; i < count; ++i) {
+          const auto& p = params.at(i, shared);
+          step(i, p, qif_state_after<kHardReset>(h[u - 1][i], p));
+        }
+      } else {
+        for (int64_t i = 0; i < count; ++i) step(i, params.at(i, shared), entry[i]);
       }
     }
   }
@@ -255,7 +296,11 @@ template <SurrogateKind kKind, bool kHardReset, bool kParamGrads, typename X, ty
     for (int j = 0; j < kNumParams; ++j) {
       S* grad = static_cast<S*>(call.param_grads.values[j]);
       if (!grad) continue;
-      for (int64_t i = 0; i < count; ++i) grad[n0 + i] = sums[i].gradient(j, params.values(i));
+      for (int64_t i = 0; i < count; ++i) {
+        const ParamGradSums<S> sums{charge[i], curvature[i], from_rest[i],
+                                    from_c[i], threshold[i], reset[i]};
+        grad[n0 + i] = sums.gradient(j, params.values(i));
+      }
     }
   }
 }
@@ -332,12 +377,13 @@ ffi::Error cpu_forward(ffi::ThreadPool pool, const ForwardCall& call) {
     using X = typename D::Input;
     using S = typename D::State;
     const QifParams<S> shared(s);
-    bool_switch([&]<bool kHardReset>() {
+    bool_switch([&]<bool kHardReset, bool kPerNeuron>() {
       parallel_blocks(pool, block_count(call.layout), [&](int64_t index) {
-        BlockParams<S> params(shared, call.params, s);
-        run_block<forward_block<X, S, kHardReset>>(call, block_at(call.layout, index), params);
+        BlockParams<S, kPerNeuron> params(shared, call.params, s);
+        run_block<forward_block<X, S, kHardReset, kPerNeuron>>(
+            call, block_at(call.layout, index), params);
       });
-    }, s.hard_reset);
+    }, s.hard_reset, call.params.any());
   });
   if (!known_dtype) return no_kernel("dtype", static_cast<int64_t>(call.input_dtype));
   return ffi::Error::Success();
@@ -354,13 +400,15 @@ ffi::Error cpu_backward(ffi::ThreadPool pool, const BackwardCall& call) {
     known_surrogate = dispatch_surrogate_reset(
         s.surrogate, s.neuron.hard_reset, [&]<SurrogateKind kKind, bool kHardReset>() {
           const auto shared = QifParams<S>::template backward<kKind>(s);
-          bool_switch([&]<bool kParamGrads>() {
-            parallel_blocks(pool, block_count(call.layout), [&](int64_t index) {
-              BlockParams<S> params(shared, call.params, s.neuron);
-              run_block<backward_block<kKind, kHardReset, kParamGrads, X, S>>(
-                  call, block_at(call.layout, index), params);
-            });
-          }, param_grads);
+          bool_switch([&]<bool kPerNeuron, bool kParamGrads>() {
+            if constexpr (kPerNeuron || !kParamGrads) {  // (gradients only of arrays)
+              parallel_blocks(pool, block_count(call.layout), [&](int64_t index) {
+                BlockParams<S, kPerNeuron> params(shared, call.params, s.neuron);
+                run_block<backward_block<kKind, kHardReset, kPerNeuron, kParamGrads, X, S>>(
+                    call, block_at(call.layout, index), params);
+              });
+            }
+          }, call.params.any(), param_grads);
         });
   });
   if (!known_dtype) return no_kernel("dtype", static_cast<int64_t>(call.input_dtype));

@@ -149,6 +149,21 @@ struct QifParams {
         sg_gain(shared.sg_gain),
         sg_coef(shared.sg_coef),
         detach_reset(shared.detach_reset) {}
+  // Constants already folded (by the constructor above, for a block of neurons at once), and
+  // the call's surrogate constants and detach_reset.
+  QIF_HD QifParams(S inv_tau, S charge_v2, S charge_v1, S charge_v0, S v_threshold, S v_reset,
+                   S dh_dv_slope, const QifParams& shared)
+      : inv_tau(inv_tau),
+        charge_v2(charge_v2),
+        charge_v1(charge_v1),
+        charge_v0(charge_v0),
+        v_threshold(v_threshold),
+        v_reset(v_reset),
+        dh_dv_slope(dh_dv_slope),
+        sg_scale(shared.sg_scale),
+        sg_gain(shared.sg_gain),
+        sg_coef(shared.sg_coef),
+        detach_reset(shared.detach_reset) {}
 
  private:
   QifParams(const NeuronSettings& s, const SurrogateConstants& sg, bool detach)
@@ -199,7 +214,8 @@ template <typename S, typename Bits, int kDegree, int kMinExponent, int kMaxExpo
           int kMantissaBits, int kBias>
 inline S qif_exp2_cpu(S x) {
   // (1.5 * 2^mantissa bits: adding and subtracting it rounds |x| < 2^(mantissa bits - 1) to an
-  // integer, in the current rounding mode, branch-free; NaN compares false and is clamped too)
+  // integer, in the current rounding mode, branch-free; NaN compares false and is clamped too.
+  // Bits is a signed integer of S's width: the vector units convert to and shift those.)
   constexpr S kRound = S(3) * static_cast<S>(Bits{1} << (kMantissaBits - 1));
   const S clamped = x >= S(kMinExponent) ? (x <= S(kMaxExponent) ? x : S(kMaxExponent))
                                          : S(kMinExponent);
@@ -207,7 +223,8 @@ inline S qif_exp2_cpu(S x) {
   const S y = (clamped - n) * S(0.69314718055994530942);  // f ln 2, |y| <= 0.35
   S poly = S(qif_inverse_factorial(kDegree));
   for (int k = kDegree - 1; k >= 0; --k) poly = poly * y + S(qif_inverse_factorial(k));
-  const Bits exponent = static_cast<Bits>(static_cast<int64_t>(n) + kBias) << kMantissaBits;
+  // (through int32: float and double convert to it in one vector instruction, not to int64)
+  const Bits exponent = static_cast<Bits>(static_cast<int32_t>(n) + kBias) << kMantissaBits;
   S scale;
   std::memcpy(&scale, &exponent, sizeof scale);
   const S result = poly * scale;
@@ -220,14 +237,14 @@ QIF_HD float qif_exp2(float x) {
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
   return r;
 #else
-  return qif_exp2_cpu<float, uint32_t, 7, -126, 127, 23, 127>(x);
+  return qif_exp2_cpu<float, int32_t, 7, -126, 127, 23, 127>(x);
 #endif
 }
 QIF_HD double qif_exp2(double x) {
 #if defined(__CUDA_ARCH__)
   return exp2(x);
 #else
-  return qif_exp2_cpu<double, uint64_t, 13, -1022, 1023, 52, 1023>(x);
+  return qif_exp2_cpu<double, int64_t, 13, -1022, 1023, 52, 1023>(x);
 #endif
 }
 QIF_HD float qif_divide(float a, float b) {
@@ -275,8 +292,10 @@ QIF_HD bool qif_fires(S h, const QifParams<S>& p) {
 // V[t] after the reset. Hard: V = S v_reset + (1 - S) H; soft: V = H - S v_threshold.
 template <bool kHardReset, typename S>
 QIF_HD S qif_reset(S h, bool spike, const QifParams<S>& p) {
-  if (kHardReset) return spike ? p.v_reset : h;
-  return spike ? h - p.v_threshold : h;
+  // (both choices computed first, then selected: no load that depends on the spike, so that
+  // the CPU's loops over neurons if-convert and vectorize)
+  const S fired = kHardReset ? p.v_reset : h - p.v_threshold;
+  return spike ? fired : h;
 }
 
 // V[t] recomputed from H[t] alone: the backward reads H and never a stored V.
@@ -394,12 +413,16 @@ QIF_HD S qif_surrogate_grad(S h, const QifParams<S>& p) {
 // 0 * inf = NaN, as in jaxqif/reference.py.
 template <bool kHardReset, typename S>
 QIF_HD S qif_dv_dh(S h, bool spike, S surrogate_grad, const QifParams<S>& p) {
+  // detach_reset as a factor of 0 or 1 on the spike's term rather than a choice between two
+  // expressions: the same values (1 x = x; 0 x = 0 for the finite x here), and no choice on a
+  // call-wide flag inside the CPU's vectorized loops over neurons.
+  const S attached = p.detach_reset ? S(0) : S(1);
   if (kHardReset) {
     const S keep = spike ? S(0) : S(1);
     const S reset_gap = qif_is_finite(h) ? p.v_reset - h : S(0);
-    return p.detach_reset ? keep : keep + reset_gap * surrogate_grad;
+    return keep + attached * (reset_gap * surrogate_grad);
   }
-  return p.detach_reset ? S(1) : S(1) - p.v_threshold * surrogate_grad;
+  return S(1) - attached * (p.v_threshold * surrogate_grad);
 }
 
 // dH[t]/dV[t-1] = 1 + a0 (2 V[t-1] - v_rest - v_c) / tau: the charge polynomial's derivative.

@@ -195,12 +195,15 @@ def test_inside_shard_map(v_init, backend, steps):
     def local(x, v):  # the loss of this device's block, summed over devices
         return jax.lax.psum(loss(x, v), ("data", "model"))
 
+    # (the pure-JAX path is compiled differently sharded and not, so its float32 rounding may
+    # differ by a few ulp; the kernels' arithmetic is the same either way)
+    rtol = 1e-6 if backend == "ffi" else 1e-5
     sharded = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P()))
-    np.testing.assert_allclose(sharded(x, v), loss(x, v), rtol=1e-6)
+    np.testing.assert_allclose(sharded(x, v), loss(x, v), rtol=rtol)
     grads = jax.jit(jax.grad(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P()),
                              argnums=(0, 1)))(x, v)
     for out, ref in zip(grads, jax.grad(loss, argnums=(0, 1))(x, v)):
-        np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(out, ref, rtol=rtol, atol=rtol / 10)
 
 
 def test_inside_shard_map_over_some_mesh_axes():
