@@ -7,9 +7,10 @@
 import importlib
 
 from jaxqif import _library, surrogate
+from jaxqif._params import checking_parameters
 from jaxqif.api import qif_multistep, qif_step
 
-__all__ = ["qif_multistep", "qif_step", "surrogate", "linen", "nnx"]
+__all__ = ["qif_multistep", "qif_step", "checking_parameters", "surrogate", "linen", "nnx"]
 __version__ = "0.1.0"
 
 # The FFI targets exist from here on, for programs deserialized with jax.export too.

@@ -9,11 +9,16 @@ smallest trailing block of the neuron shape that it varies over (a scalar, the f
 read from cache for every batch row, and shards like the feature axis.
 
 Concrete arrays are checked elementwise against the rules for numbers; traced ones cannot be
-checked before running: `checkify.debug_check`s stand in, which report violations when the
-computation runs under `jax.experimental.checkify.checkify` (and cost nothing otherwise).
+checked before running. `checking_parameters()` is the checked mode for them: calls traced
+inside it add `checkify.debug_check`s of every rule, which report violations when the
+computation runs under `jax.experimental.checkify.checkify`. It is a mode, not the default: a
+check is an effect in the program, which `jax.export` cannot serialize.
 """
 
 from __future__ import annotations
+
+import contextlib
+import contextvars
 
 import jax
 import jax.numpy as jnp
@@ -145,8 +150,32 @@ def check_relations(values: dict, hard_reset: bool, neuron_shape: tuple) -> None
                              f"neuron [{at}]")
 
 
+_CHECKING = contextvars.ContextVar("jaxqif_checking_parameters", default=False)
+
+
+@contextlib.contextmanager
+def checking_parameters():
+    """The checked mode for neuron parameters given as traced arrays: calls traced inside this
+    context check every rule at run time, under `jax.experimental.checkify.checkify`::
+
+        with jaxqif.checking_parameters():
+            error, out = checkify.checkify(jax.jit(train_step))(params, x)
+        error.throw()   # e.g. "jaxqif: tau must be > 1"
+
+    (Numbers and concrete arrays are always checked before anything runs.)
+    """
+    token = _CHECKING.set(True)
+    try:
+        yield
+    finally:
+        _CHECKING.reset(token)
+
+
 def debug_checks(arrays: dict, static: dict, hard_reset: bool) -> None:
-    """The rules for traced parameters, reported under `checkify.checkify` (no-ops otherwise)."""
+    """In the checked mode (`checking_parameters`), the rules for traced parameters, reported
+    under `checkify.checkify`; nothing otherwise."""
+    if not _CHECKING.get():
+        return
     values = {**static, **arrays}
     for name, value in arrays.items():
         checkify.debug_check(jnp.all(jnp.isfinite(value)), f"jaxqif: {name} must be finite")

@@ -69,16 +69,19 @@ def test_traced_parameters_are_checked_under_checkify(backend):
     run = jax.jit(lambda tau, th: jaxqif.qif_multistep(x, tau=tau, v_threshold=th,
                                                        backend=backend)[1])
     good_tau, good_th = jnp.full((4,), 2.0), jnp.full((4,), 1.0)
-    run(good_tau, good_th)  # no checkify: the checks cost nothing and say nothing
-    checked = checkify.checkify(run)
-    error, _ = checked(good_tau, good_th)
-    error.throw()
-    error, _ = checked(jnp.array([2.0, 1.0, 2.0, 2.0]), good_th)
-    with pytest.raises(checkify.JaxRuntimeError, match="tau must be > 1"):
+    run(good_tau, good_th)  # outside the checked mode: no check in the program
+    assert "check[debug" not in str(jax.make_jaxpr(run)(good_tau, good_th))
+    with jaxqif.checking_parameters():
+        checked = checkify.checkify(jax.jit(lambda tau, th: jaxqif.qif_multistep(
+            x, tau=tau, v_threshold=th, backend=backend)[1]))
+        error, _ = checked(good_tau, good_th)
         error.throw()
-    error, _ = checked(good_tau, jnp.array([1.0, -0.2, 1.0, 1.0]))
-    with pytest.raises(checkify.JaxRuntimeError, match="v_threshold must be > v_reset"):
-        error.throw()
+        error, _ = checked(jnp.array([2.0, 1.0, 2.0, 2.0]), good_th)
+        with pytest.raises(checkify.JaxRuntimeError, match="tau must be > 1"):
+            error.throw()
+        error, _ = checked(good_tau, jnp.array([1.0, -0.2, 1.0, 1.0]))
+        with pytest.raises(checkify.JaxRuntimeError, match="v_threshold must be > v_reset"):
+            error.throw()
 
 
 # --- the pure-JAX path: arrays are numbers, neuron by neuron ---------------------------------
@@ -113,3 +116,150 @@ def test_array_v_reset_is_the_default_start():
                                     backend=backend)
         for a, b in zip(got[:2], want[:2]):
             np.testing.assert_array_equal(a, b)
+
+
+# --- the fused kernels against the pure-JAX path ---------------------------------------------
+
+# (parameter shape, as given) against neurons (3, 4): a scalar array, per feature, per
+# neuron, per batch row (broadcast over the features: not a trailing block, so it is expanded)
+PARAM_SHAPES = [(), (4,), (1, 4), (3, 4), (3, 1)]
+
+
+def _loss_and_grads(backend, x, v, names_shapes, weights, seed=0, **kwargs):
+    """Every output's weighted sum and its gradients w.r.t. x, v_init and each array
+    parameter."""
+    state = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
+    arrays = {n: jnp.asarray(_values(n, shape, seed), state) for n, shape in names_shapes}
+
+    def loss(x, v, arrays):
+        spikes, v_final, v_seq = jaxqif.qif_multistep(x, v, backend=backend, **arrays, **kwargs)
+        total = jnp.sum(spikes.astype(jnp.float64) * weights) + jnp.sum(jnp.sin(v_final))
+        if v_seq is not None:
+            total = total + jnp.sum(v_seq * weights)
+        return total, (spikes, v_final, v_seq)
+
+    return jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True))(x, v, arrays)
+
+
+def _assert_parity(x, v, names_shapes, dtype, seed=0, **kwargs):
+    weights = jax.random.normal(jax.random.key(seed + 9), x.shape, jnp.float64)
+    (gx, gv, gp), out = _loss_and_grads("ffi", x, v, names_shapes, weights, seed, **kwargs)
+    (gx_r, gv_r, gp_r), out_r = _loss_and_grads("jax", x, v, names_shapes, weights, seed,
+                                                **kwargs)
+    tol = TOLERANCES[jnp.dtype(dtype)]
+    np.testing.assert_array_equal(np.asarray(out[0], np.float64), np.asarray(out_r[0], np.float64))
+    assert_close(out[1], out_r[1], tol["v"], "v_final")
+    if out[2] is not None:
+        assert_close(out[2], out_r[2], tol["v"], "v_seq")
+    assert_close(gx, gx_r, tol["grad"], "grad x")
+    assert_close(gv, gv_r, tol["grad"], "grad v_init")
+    for name, _ in names_shapes:
+        assert gp[name].shape == gp_r[name].shape
+        # a parameter's gradient sums over every step (and over neurons that share it): its
+        # rounding grows with the sum; compare relative to the sum of magnitudes
+        assert_close(gp[name], gp_r[name], max(tol["grad"], 1e-5) * 4, f"grad {name}")
+
+
+@pytest.mark.parametrize("shape", PARAM_SHAPES, ids=str)
+@pytest.mark.parametrize("v_reset", [-0.1, None], ids=["hard", "soft"])
+def test_every_parameter_as_an_array(shape, v_reset):
+    x, v = make_inputs(SHAPE, TIME_AXIS, jnp.float32, seed=11)
+    names = PARAMS if v_reset is not None else PARAMS[:-1]
+    _assert_parity(x, v, [(n, shape) for n in names], jnp.float32,
+                   **({} if v_reset is not None else dict(v_reset=None)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
+@pytest.mark.parametrize("store_v_seq", [False, True], ids=["", "store_v_seq"])
+@pytest.mark.parametrize("detach_reset", [False, True], ids=["", "detach"])
+@pytest.mark.parametrize("v_reset", [-0.1, None], ids=["hard", "soft"])
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=lambda s: type(s).__name__)
+def test_learnable_pair_parity(surrogate, v_reset, detach_reset, store_v_seq, dtype):
+    """The common case, tau and v_threshold per feature, over every setting."""
+    x, v = make_inputs(SHAPE, TIME_AXIS, dtype, seed=13)
+    _assert_parity(x, v, [("tau", (4,)), ("v_threshold", (4,))], dtype, surrogate=surrogate,
+                   v_reset=v_reset, detach_reset=detach_reset, store_v_seq=store_v_seq)
+
+
+@pytest.mark.parametrize("layout", [((9, 4), 0, (4,)), ((3, 9, 4), 1, (4,)),
+                                    ((4, 3, 9), -1, (4, 3)), ((2, 20, 3, 5), 1, (5,))],
+                         ids=lambda l: f"{len(l[0])}d-axis{l[1]}")
+def test_array_parameters_in_other_layouts(layout):
+    shape, time_axis, param_shape = layout
+    x, v = make_inputs(shape, time_axis, jnp.float32, seed=17)
+    _assert_parity(x, v, [("tau", param_shape), ("a0", param_shape), ("v_rest", ())],
+                   jnp.float32, time_axis=time_axis, store_v_seq=True)
+
+
+@pytest.mark.parametrize("v_reset", [-0.1, None], ids=["hard", "soft"])
+def test_parameter_gradients_equal_finite_differences(v_reset):
+    """float64, detach_reset=True, v outputs: the true derivative (no surrogate) w.r.t. every
+    parameter given as an array, per feature."""
+    x, v = make_inputs((8, 3, 4), 0, jnp.float64, seed=19)
+    names = PARAMS if v_reset is not None else PARAMS[:-1]
+    arrays = _arrays(names, (4,), jnp.float64, seed=3)
+
+    def v_outputs(arrays):
+        _, v_final, v_seq = jaxqif.qif_multistep(
+            x, v, backend="ffi", detach_reset=True, store_v_seq=True,
+            **(arrays if v_reset is not None else arrays | {"v_reset": None}))
+        return v_final, v_seq
+
+    # (spikes must not flip under the perturbation: the inputs keep H away from threshold)
+    check_grads(v_outputs, (arrays,), order=1, modes=["rev"], eps=1e-7, atol=1e-5, rtol=1e-5)
+
+
+def test_vmap_over_the_parameters():
+    """An ensemble of neuron types: vmap over tau and v_threshold (and over x or not)."""
+    x, v = make_inputs(SHAPE, TIME_AXIS, jnp.float32, seed=23)
+    taus = jnp.asarray(_values("tau", (5, 4)), jnp.float32)
+    thresholds = jnp.asarray(_values("v_threshold", (5, 1)), jnp.float32)
+    for backend in BACKENDS:
+        run = lambda tau, th: jaxqif.qif_multistep(x, v, tau=tau, v_threshold=th,
+                                                   backend=backend)[1]
+        batched = jax.vmap(run)(taus, thresholds)
+        looped = jnp.stack([run(taus[e], thresholds[e]) for e in range(5)])
+        np.testing.assert_allclose(batched, looped, rtol=1e-6)
+        grad = jax.vmap(jax.grad(lambda tau, th: jnp.sum(run(tau, th)), argnums=(0, 1)))(
+            taus, thresholds)
+        grad_loop = [jax.grad(lambda tau, th: jnp.sum(run(tau, th)), argnums=(0, 1))(
+            taus[e], thresholds[e]) for e in range(5)]
+        for k in range(2):
+            np.testing.assert_allclose(grad[k], jnp.stack([g[k] for g in grad_loop]), rtol=1e-5)
+    # batched x too, with a parameter batched at another position
+    xs = jnp.stack([x] * 3, axis=1)  # (T, 3, 3, 4)
+    run = lambda x, tau: jaxqif.qif_multistep(x, v, tau=tau, backend="ffi")[0]
+    batched = jax.vmap(run, in_axes=(1, 1), out_axes=1)(xs, jnp.stack([taus[0]] * 3, axis=1))
+    np.testing.assert_array_equal(batched, jnp.stack([run(x, taus[0])] * 3, axis=1))
+
+
+def test_unused_parameter_gradients_are_not_written():
+    """Under jit, dead-code elimination drops the backward's results nobody uses: an array
+    parameter that is not differentiated gets no gradient output."""
+    from jaxqif import _library
+
+    x, v = make_inputs(SHAPE, TIME_AXIS, jnp.float32)
+    tau = jnp.full((4,), 2.0, jnp.float32)
+    th = jnp.full((4,), 1.0, jnp.float32)
+    loss = lambda x, tau, th: jnp.sum(jaxqif.qif_multistep(x, v, tau=tau, v_threshold=th,
+                                                           backend="ffi")[1])
+    text = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, tau, th).as_text()
+    call = next(l for l in text.splitlines() if _library.BACKWARD_TARGET_V3 in l)
+    results = call.split("->")[-1]
+    # grad_x, grad_v_init, grad_tau (per neuron), and an absent grad_v_threshold
+    assert results.count("tensor<3x4xf32>") == 2 and "tensor<11x3x4xf32>" in results, results
+
+
+def test_export_with_array_parameters(tmp_path):
+    from jaxqif import _library
+
+    x, v = make_inputs(SHAPE, TIME_AXIS, jnp.float32)
+    tau = jnp.asarray(_values("tau", (4,)), jnp.float32)
+    step = jax.jit(jax.value_and_grad(lambda tau: jnp.sum(jaxqif.qif_multistep(
+        x, v, tau=tau, backend="ffi")[1])))
+    checks = [jax.export.DisabledSafetyCheck.custom_call(t)
+              for t in (_library.FORWARD_TARGET_V3, _library.BACKWARD_TARGET_V3)]
+    restored = jax.export.deserialize(jax.export.export(step, disabled_checks=checks)(
+        tau).serialize())
+    for a, b in zip(restored.call(tau), step(tau)):
+        np.testing.assert_array_equal(a, b)
