@@ -54,7 +54,8 @@ def partitioned_lowering(kernel_primitive):
     the same operands and parameters, partitioned over the neuron axes.
 
     The primitive must take and return arrays that are either [.., T, ..] sequences (the
-    highest rank) or neuron arrays (the same without the time axis `params["time_axis"]`).
+    highest rank), neuron arrays (the same without the time axis `params["time_axis"]`), or
+    compact parameters: a trailing block of the neuron shape (jaxqif/_params.py).
     """
 
     def rule(ctx, *operands, **params):
@@ -83,8 +84,8 @@ def _sharding_rule(call: _Call, mesh, operand_types, result_types):
     time_factors = []
 
     def mapping(t):
-        if len(t.shape) < seq_rank:
-            return ArrayMapping(*neurons)
+        if len(t.shape) < seq_rank:  # neurons, or a trailing block of them
+            return ArrayMapping(*neurons[len(neurons) - len(t.shape):])
         time_factors.append(f"{TIME}{len(time_factors)}")
         return ArrayMapping(*neurons[:time_axis], time_factors[-1], *neurons[time_axis:])
 
@@ -95,8 +96,9 @@ def _sharding_rule(call: _Call, mesh, operand_types, result_types):
 def _partition(call: _Call, mesh, arg_shapes, result_shape):
     """Each device runs the kernel on its own block of neurons, over all of time. Every
     sequence operand and result gets the sharding of the most finely sharded sequence operand
-    (x, say) with time replicated, every neuron one the same without time; XLA reshards any
-    operand that differs (a cotangent XLA left replicated, say)."""
+    (x, say) with time replicated, every neuron one the same without time, and a compact
+    parameter that of its trailing neuron axes; XLA reshards any operand that differs (a
+    cotangent XLA left replicated, say)."""
     time_axis = call.kwargs["time_axis"]
     seq_rank = max(len(s.shape) for s in arg_shapes)
     is_seq = lambda s: len(s.shape) == seq_rank
@@ -126,7 +128,14 @@ def _partition(call: _Call, mesh, arg_shapes, result_shape):
         # a backward with a constant start has neither)
         neuron_sharding = next((s.sharding for s in (*result_shape, *arg_shapes)
                                 if not is_seq(s)), None)
-    pick = lambda s: seq_sharding if is_seq(s) else neuron_sharding
+    def pick(s):
+        if is_seq(s):
+            return seq_sharding
+        if len(s.shape) == seq_rank - 1 or not isinstance(neuron_sharding, NamedSharding):
+            return neuron_sharding if len(s.shape) == seq_rank - 1 else s.sharding
+        spec = (tuple(neuron_sharding.spec) + (None,) * (seq_rank - 1))[: seq_rank - 1]
+        return NamedSharding(mesh, PartitionSpec(*spec[len(spec) - len(s.shape):]))
+
     return mesh, call.bind, [pick(r) for r in result_shape], tuple(map(pick, arg_shapes))
 
 

@@ -264,3 +264,30 @@ def test_sharded_export_through_shard_map():
         outs = restored.call(*(jax.device_put(a, s) for a, s in zip((x, v), shardings)))
     for out, ref in zip(outs, jaxqif.qif_multistep(x, v)[:2]):
         np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.parametrize("axis_types", [AxisType.Auto, AxisType.Explicit], ids=["auto", "explicit"])
+def test_per_feature_parameters_shard_like_the_features(axis_types):
+    """x[T, batch, features] sharded data x model, tau and v_threshold per feature sharded over
+    "model": no collective on x or the state (the parameter gradients are summed over the
+    batch, which spans devices: that one reduction is the only collective), and every result
+    equals the unsharded one."""
+    mesh = _mesh(axis_types)
+    x, v = make_inputs((20, 8, 4), 0, jnp.float32)
+    tau = jnp.linspace(1.5, 3.0, 4, dtype=jnp.float32)
+    th = jnp.linspace(0.9, 1.2, 4, dtype=jnp.float32)
+
+    def loss(x, v, tau, th):
+        spikes, v_final, _ = jaxqif.qif_multistep(x, v, tau=tau, v_threshold=th)
+        return jnp.sum(spikes * x) + jnp.sum(v_final ** 2)
+
+    specs = (P(None, "data", "model"), P("data", "model"), P("model"), P("model"))
+    placed = [jax.device_put(a, NamedSharding(mesh, s)) for a, s in zip((x, v, tau, th), specs)]
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))
+    hlo = grad.lower(*placed).compile().as_text()
+    gathers = [l for l in hlo.splitlines() if " all-gather(" in l or " all-to-all(" in l]
+    assert gathers == [], gathers
+    for out, ref in zip(grad(*placed), grad(x, v, tau, th)):
+        np.testing.assert_allclose(out, ref, rtol=2e-6, atol=1e-6)
+    sharded_tau_grad = grad(*placed)[2]
+    assert sharded_tau_grad.sharding.is_equivalent_to(NamedSharding(mesh, P("model")), 1)
