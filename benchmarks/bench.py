@@ -37,7 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the modules below, sj_baseline, plot
 
-from implementations import IMPLS, JAXQIF, PURE_JAX, SJ, JaxImpl, SjImpl  # noqa: E402
+from implementations import IMPLS, JAXQIF, JAXQIF_ARRAYS, PURE_JAX, SJ, JaxImpl, SjImpl  # noqa: E402
 from problem import (CPU_SMOKE_SHAPES, DTYPES, FLOOR_BYTES, MODES, QUICK_SHAPES,  # noqa: E402
                      SHAPES, parse_shape)
 from report import attach_kernel_times, versions, write_results  # noqa: E402
@@ -130,6 +130,11 @@ def main(argv=None) -> int:
         except Exception as error:  # noqa: BLE001
             unavailable[JAXQIF] = f"unavailable: {type(error).__name__}: {error}"
             print(f"jaxqif fused kernel {unavailable[JAXQIF]}", file=sys.stderr)
+    if JAXQIF_ARRAYS in args.impls:
+        if JAXQIF in impls:
+            impls[JAXQIF_ARRAYS] = JaxImpl(jax, jnp, jaxqif, "ffi", per_feature=True)
+        else:
+            unavailable[JAXQIF_ARRAYS] = unavailable.get(JAXQIF, "needs the jaxqif column")
     if PURE_JAX in args.impls:
         impls[PURE_JAX] = JaxImpl(jax, jnp, jaxqif, "jax")
 

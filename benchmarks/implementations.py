@@ -5,6 +5,10 @@ event_timer, checksum)``; how each implementation is called, synchronized and ch
 here, in one place for the GPU benchmark (bench.py) and the CPU section (cpu_bench.py):
 
   jaxqif      jaxqif.qif_multistep(backend="ffi"): the fused XLA FFI kernel (CUDA or CPU);
+  jaxqif-arrays
+              the same with tau and v_threshold given per feature, as learnable layers give
+              them (x[T, N] seen as [T, N / F, F], F = min(N, 1024) features), and in fwd+bwd
+              their gradients too: what array parameters cost against numbers;
   pure-jax    jaxqif.qif_multistep(backend="jax"): the lax.scan reference;
   spikingjelly-triton
               SpikingJelly 2.0's qif_multi_step on CUDA, through sj_baseline.py (its Triton
@@ -14,28 +18,49 @@ here, in one place for the GPU benchmark (bench.py) and the CPU section (cpu_ben
 
 from __future__ import annotations
 
-JAXQIF, SJ, PURE_JAX = "jaxqif", "spikingjelly-triton", "pure-jax"
-IMPLS = (JAXQIF, SJ, PURE_JAX)
+JAXQIF, SJ, PURE_JAX, JAXQIF_ARRAYS = "jaxqif", "spikingjelly-triton", "pure-jax", "jaxqif-arrays"
+IMPLS = (JAXQIF, SJ, PURE_JAX, JAXQIF_ARRAYS)
 BASELINES = (SJ, PURE_JAX)
+ARRAY_FEATURES = 1024  # features of jaxqif-arrays' per-feature parameters (at most)
 
 
 class JaxImpl:
-    """jaxqif.qif_multistep with one backend: "ffi" (the fused kernel) or "jax" (lax.scan)."""
+    """jaxqif.qif_multistep with one backend: "ffi" (the fused kernel) or "jax" (lax.scan);
+    per_feature: tau and v_threshold as arrays of one value per feature (jaxqif-arrays)."""
 
-    def __init__(self, jax, jnp, jaxqif, backend: str):
+    def __init__(self, jax, jnp, jaxqif, backend: str, per_feature: bool = False):
         self.jax, self.jnp, self.backend = jax, jnp, backend
 
-        def spikes(x):
-            return jaxqif.qif_multistep(x, backend=backend)[0]
+        def features(x):
+            return min(x.shape[-1], ARRAY_FEATURES)
+
+        def parameters(x):  # per feature, around the scalar path's tau = 2, v_threshold = 1
+            f = jnp.arange(features(x), dtype=jnp.float32) / features(x)
+            return 2.0 + 0.1 * f, 1.0 + 0.05 * f
+
+        def spikes(x, *params):
+            if not per_feature:
+                return jaxqif.qif_multistep(x, backend=backend)[0]
+            t, n = x.shape
+            tau, threshold = params
+            out = jaxqif.qif_multistep(x.reshape(t, n // tau.shape[0], tau.shape[0]), tau=tau,
+                                       v_threshold=threshold, backend=backend)[0]
+            return out.reshape(t, n)
+
+        def forward(x):
+            return spikes(x, *(parameters(x) if per_feature else ()))
 
         def spikes_and_grad(x, g):
             # A training step needs the spikes (the next layer's input) as well as grad_x of
             # sum(spikes * g): returning them keeps XLA from dropping a forward whose results
-            # the gradient alone would not need (jaxqif's backward recomputes from x).
-            out, vjp = jax.vjp(spikes, x)
-            return out, vjp(g)[0]
+            # the gradient alone would not need (jaxqif's backward recomputes from x). With
+            # per-feature parameters, their gradients too (a learnable layer's).
+            params = parameters(x) if per_feature else ()
+            out, vjp = jax.vjp(spikes, x, *params)
+            grads = vjp(g)
+            return (out, *grads)
 
-        self.fns = {"fwd": jax.jit(spikes), "fwd+bwd": jax.jit(spikes_and_grad)}
+        self.fns = {"fwd": jax.jit(forward), "fwd+bwd": jax.jit(spikes_and_grad)}
 
     def case(self, mode: str, xs, gs):
         """(launch, sync, event_timer, checksum) for ``measure`` over the input sets."""
