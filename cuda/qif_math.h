@@ -206,9 +206,21 @@ QIF_HD double qif_fma(double a, double b, double c) {
 //
 // qif_exp2_cpu: x = n + f with n an integer and |f| <= 1/2; 2^f = e^(f ln 2) by its Taylor series
 // to the term whose remainder is below half an ulp (degree 7 in float, 13 in double), 2^n by
-// writing the exponent bits. Below the smallest normal power it flushes to 0, as the GPU's
-// ex2.approx.ftz does; above the largest it is inf; NaN stays NaN.
-constexpr double qif_inverse_factorial(int k) { return k == 0 ? 1.0 : qif_inverse_factorial(k - 1) / k; }
+// writing the exponent bits. x is first clamped to the normal exponents, so 2^x saturates at
+// 2^min and 2^max (never 0 or inf: the surrogates, which only take 1 / (1 + 2^x) or 2^-|x|,
+// come out within a denormal of what 0 and inf give); NaN stays NaN.
+// 1 / k! for k = 0 .. kDegree, in S, computed at compile time (k! is exact in double here).
+template <typename S, int kDegree>
+struct InverseFactorials {
+  S value[kDegree + 1] = {};
+  constexpr InverseFactorials() {
+    double factorial = 1.0;
+    for (int k = 0; k <= kDegree; ++k) {
+      value[k] = static_cast<S>(1.0 / factorial);
+      factorial *= k + 1;
+    }
+  }
+};
 
 template <typename S, typename Bits, int kDegree, int kMinExponent, int kMaxExponent,
           int kMantissaBits, int kBias>
@@ -221,14 +233,14 @@ inline S qif_exp2_cpu(S x) {
                                          : S(kMinExponent);
   const S n = (clamped + kRound) - kRound;
   const S y = (clamped - n) * S(0.69314718055994530942);  // f ln 2, |y| <= 0.35
-  S poly = S(qif_inverse_factorial(kDegree));
-  for (int k = kDegree - 1; k >= 0; --k) poly = poly * y + S(qif_inverse_factorial(k));
+  static constexpr InverseFactorials<S, kDegree> kTaylor;
+  S poly = kTaylor.value[kDegree];
+  for (int k = kDegree - 1; k >= 0; --k) poly = poly * y + kTaylor.value[k];
   // (through int32: float and double convert to it in one vector instruction, not to int64)
   const Bits exponent = static_cast<Bits>(static_cast<int32_t>(n) + kBias) << kMantissaBits;
   S scale;
   std::memcpy(&scale, &exponent, sizeof scale);
-  const S result = poly * scale;
-  return x != x ? x : x < S(kMinExponent) ? S(0) : x > S(kMaxExponent) ? S(INFINITY) : result;
+  return x != x ? x : poly * scale;
 }
 
 QIF_HD float qif_exp2(float x) {

@@ -26,23 +26,30 @@ decltype(auto) bool_switch(Fn&& fn, bool flag, Rest... rest) {
   return bool_switch<kFlags..., false>(fn, rest...);
 }
 
-// Calls fn.template operator()<kKind, kHardReset>() with the runtime choices as template
-// arguments, so each kernel is compiled once per surrogate and reset mode, and returns true; for
-// an id not in the list returns false and calls nothing (the handlers refuse such ids before
-// they dispatch: false is an internal error).
+// Calls fn.template operator()<kKind>() with the runtime surrogate id as a template argument and
+// returns true; for an id not in the list returns false and calls nothing (the handlers refuse
+// such ids before they dispatch: false is an internal error).
 template <typename Fn>
-bool dispatch_surrogate_reset(int64_t surrogate, bool hard_reset, Fn&& fn) {
+bool dispatch_surrogate(int64_t surrogate, Fn&& fn) {
   switch (surrogate) {
-#define JAXQIF_SURROGATE_CASE(NAME, ID)                              \
-  case ID:                                                           \
-    bool_switch([&]<bool kHardReset>() {                             \
-      fn.template operator()<SurrogateKind::k##NAME, kHardReset>();  \
-    }, hard_reset);                                                  \
+#define JAXQIF_SURROGATE_CASE(NAME, ID)                 \
+  case ID:                                              \
+    fn.template operator()<SurrogateKind::k##NAME>();   \
     return true;
     JAXQIF_SURROGATES(JAXQIF_SURROGATE_CASE)
 #undef JAXQIF_SURROGATE_CASE
   }
   return false;
+}
+
+// The same with the reset mode too: fn.template operator()<kKind, kHardReset>(), so each kernel
+// is compiled once per surrogate and reset mode.
+template <typename Fn>
+bool dispatch_surrogate_reset(int64_t surrogate, bool hard_reset, Fn&& fn) {
+  return dispatch_surrogate(surrogate, [&]<SurrogateKind kKind>() {
+    bool_switch([&]<bool kHardReset>() { fn.template operator()<kKind, kHardReset>(); },
+                hard_reset);
+  });
 }
 
 }  // namespace jaxqif

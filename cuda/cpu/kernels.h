@@ -1,0 +1,439 @@
+// The CPU kernels: the same formulas as the CUDA ones (qif_math.h), a block of neurons at a time.
+//
+// Work comes in blocks of up to kBlock neurons of one row (the neurons of [outer, T, inner] with
+// the same outer index): a block walks all T steps with its state in a few arrays on the stack
+// (the backward also its interval of H and its parameter sums), which stay in the L1 cache, and
+// its inner loops over neurons are written to vectorize (no struct copied, no call-wide choice
+// and no load that depends on a spike inside them; see the notes there). They are compiled for
+// the baseline ISA, for AVX2 + FMA and for AVX-512, and run_block picks the widest the CPU has.
+// Blocks run in parallel on XLA's intra-op thread pool (the FFI's ThreadPool); each block is
+// computed by one thread alone, so the results are the same bits for any number of threads.
+//
+// Included by cuda/qif_cpu.cc (the handlers and the forward) and by the backward's translation
+// units, one per surrogate, that CMakeLists.txt generates (cpu_backward<kKind> below): its
+// helpers have internal linkage, so each unit keeps its own.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+
+#include "qif_ffi.h"
+#include "qif_math.h"
+#include "static_switch.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace jaxqif {
+namespace {
+
+
+// float16 and bfloat16 travel as raw 16-bit patterns on the CPU; the state is float32.
+struct Half { uint16_t bits; };
+struct BFloat16 { uint16_t bits; };
+
+inline float bits_to_float(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+inline uint32_t float_to_bits(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  return bits;
+}
+
+// The conversions are branch-free (selects), so that the loops over a block's neurons that use
+// them vectorize.
+inline float to_state(float v) { return v; }
+inline double to_state(double v) { return v; }
+inline float to_state(BFloat16 v) { return bits_to_float(static_cast<uint32_t>(v.bits) << 16); }
+inline float to_state(Half v) {
+  const uint32_t h = v.bits;
+  const uint32_t sign = (h & 0x8000u) << 16;
+  const uint32_t magnitude = (h & 0x7fffu) << 13;  // exponent and mantissa, float-aligned
+  const uint32_t exponent = magnitude & 0x0f800000u;
+  // normal: rebias the exponent by 127 - 15; inf and nan: to the float's all-ones exponent;
+  // zero and subnormal: mantissa 2^-24 exactly, via a float subtraction (2^-14 (1 + m) - 2^-14)
+  const uint32_t normal = magnitude + (112u << 23);
+  const uint32_t special = magnitude + (224u << 23);
+  const float subnormal = bits_to_float(magnitude + (113u << 23)) - bits_to_float(113u << 23);
+  const uint32_t bits = exponent == 0x0f800000u ? special
+                        : exponent == 0         ? float_to_bits(subnormal)
+                                                : normal;
+  return bits_to_float(bits | sign);
+}
+
+// Rounding to nearest even, as XLA's converts do.
+template <typename X, typename S>
+X from_state(S v);
+template <>
+inline float from_state<float, float>(float v) { return v; }
+template <>
+inline double from_state<double, double>(double v) { return v; }
+template <>
+inline BFloat16 from_state<BFloat16, float>(float v) {
+  const uint32_t bits = float_to_bits(v);
+  const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const uint32_t nan = (bits >> 16) | 0x40u;  // NaN: keep it a (quiet) NaN
+  return BFloat16{static_cast<uint16_t>((bits & 0x7fffffffu) > 0x7f800000u ? nan : rounded)};
+}
+template <>
+inline Half from_state<Half, float>(float v) {
+  const uint32_t bits = float_to_bits(v);
+  const uint32_t sign = (bits >> 16) & 0x8000u;
+  const uint32_t abs = bits & 0x7fffffffu;
+  // normal half: rebias the exponent, round the 13 dropped bits to nearest even
+  const uint32_t rebiased = abs - 0x38000000u;
+  const uint32_t normal = (rebiased + 0xfffu + ((rebiased >> 13) & 1u)) >> 13;
+  // subnormal half (or zero): value / 2^-24, rounded to nearest even by float arithmetic
+  // (1.5 * 2^23 forces rounding to an integer)
+  const float scaled = bits_to_float(abs < 0x38800000u ? abs : 0u) * 16777216.0f;
+  const uint32_t subnormal = static_cast<uint32_t>(scaled + 12582912.0f - 12582912.0f);
+  const uint32_t magnitude = abs > 0x7f800000u    ? 0x7e00u  // nan
+                             : abs >= 0x477ff000u ? 0x7c00u  // rounds to inf
+                             : abs >= 0x38800000u ? normal
+                                                  : subnormal;
+  return Half{static_cast<uint16_t>(sign | magnitude)};
+}
+
+// Neurons per block: its state, and the backward's interval of H (8 steps) and parameter sums,
+// stay in the L1 cache.
+constexpr int64_t kBlock = 256;
+
+// One block: row `o`, neurons [i0, i0 + count) of the row.
+struct Block {
+  int64_t o, i0, count;
+  int64_t first_neuron(const Layout& l) const { return o * l.inner + i0; }
+  // Element (o, t, i0) of an [outer, T, inner] array.
+  int64_t offset(const Layout& l, int64_t t) const { return (o * l.steps + t) * l.inner + i0; }
+};
+
+int64_t block_count(const Layout& l) { return l.outer * ((l.inner + kBlock - 1) / kBlock); }
+
+Block block_at(const Layout& l, int64_t index) {
+  const int64_t per_row = (l.inner + kBlock - 1) / kBlock;
+  const int64_t o = index / per_row, i0 = (index - o * per_row) * kBlock;
+  return {o, i0, std::min(kBlock, l.inner - i0)};
+}
+
+// The constants of a block's neurons. kPerNeuron = false: the call's QifParams, the same for
+// every neuron (all parameters are numbers). kPerNeuron = true: each neuron's own, folded when
+// the block is loaded (QifParams's per-neuron constructor) into arrays that the loops over the
+// block's neurons read like any other stream.
+template <typename S, bool kPerNeuron>
+class BlockParams {
+ public:
+  BlockParams(const QifParams<S>& shared, const ParamArrays& arrays, const NeuronSettings& s)
+      : shared_(shared), arrays_(arrays), numbers_(NeuronValues<S>::numbers(s)) {}
+
+  void load(const Block& b, const Layout& l) {
+    if constexpr (kPerNeuron) {
+      const int64_t n0 = b.first_neuron(l);
+      for (int64_t i = 0; i < b.count; ++i) {
+        const NeuronValues<S> v = NeuronValues<S>::of(n0 + i, arrays_, numbers_);
+        tau_[i] = v.tau, v_c_[i] = v.v_c, a0_[i] = v.a0, v_rest_[i] = v.v_rest;
+        const QifParams<S> p(v, shared_);
+        inv_tau_[i] = p.inv_tau, v2_[i] = p.charge_v2, v1_[i] = p.charge_v1;
+        v0_[i] = p.charge_v0, threshold_[i] = p.v_threshold, reset_[i] = p.v_reset;
+        slope_[i] = p.dh_dv_slope;
+      }
+    }
+  }
+
+  // The constants every neuron shares (all of them, without per-neuron parameters). The loops
+  // take a local copy before they start, whose fields the compiler keeps in registers.
+  const QifParams<S>& shared() const { return shared_; }
+
+  // Neuron i's constants (i within the loaded block), given `shared`'s local copy: that copy
+  // itself without per-neuron parameters (no struct is copied inside the loops, which would
+  // keep them from vectorizing).
+  decltype(auto) at(int64_t i, const QifParams<S>& shared) const {
+    if constexpr (kPerNeuron) {
+      return QifParams<S>(inv_tau_[i], v2_[i], v1_[i], v0_[i], threshold_[i], reset_[i],
+                          slope_[i], shared);
+    } else {
+      return (shared);  // a reference
+    }
+  }
+
+  // Neuron i's parameters, as far as their gradients need them (ParamGradSums).
+  NeuronValues<S> values(int64_t i) const {
+    return {tau_[i], v_c_[i], a0_[i], threshold_[i], v_rest_[i], reset_[i]};
+  }
+
+ private:
+  static constexpr int64_t kSize = kPerNeuron ? kBlock : 1;
+  QifParams<S> shared_;
+  ParamArrays arrays_;
+  NeuronValues<S> numbers_;
+  // (arrays of each field rather than of structs, so that the loops load them as vectors)
+  S inv_tau_[kSize], v2_[kSize], v1_[kSize], v0_[kSize], threshold_[kSize], reset_[kSize],
+      slope_[kSize];
+  S tau_[kSize], v_c_[kSize], a0_[kSize], v_rest_[kSize];
+};
+
+// The forward of one block. v_init: nullptr means every neuron starts at v_init_value; v_final,
+// v_seq, checkpoints: nullptr means not written.
+template <typename X, typename S, bool kHardReset, bool kPerNeuron>
+[[gnu::always_inline]] inline void forward_block(const ForwardCall& call, const Block& b,
+                                                 BlockParams<S, kPerNeuron>& params) {
+  const ForwardPointers& ptr = call.ptr;
+  const Layout& l = call.layout;
+  constexpr int64_t kC = checkpoint_interval(sizeof(X));
+  const int64_t saved = checkpoint_count(l.steps, kC);
+  const S v_init_value = static_cast<S>(call.settings.v_init_value);
+  // (__restrict: no output overlaps an input or the block's own arrays, which lets the loops
+  // over neurons vectorize)
+  const X* __restrict x = static_cast<const X*>(ptr.x);
+  X* __restrict spikes = static_cast<X*>(ptr.spikes);
+  S* __restrict v_seq = static_cast<S*>(ptr.v_seq);
+  const S* __restrict v_init = static_cast<const S*>(ptr.v_init);
+  const int64_t n0 = b.first_neuron(l), count = b.count;
+  params.load(b, l);
+  const QifParams<S> shared = params.shared();
+  S v[kBlock];
+  for (int64_t i = 0; i < count; ++i) v[i] = v_init ? v_init[n0 + i] : v_init_value;
+  for (int64_t t = 0; t < l.steps; ++t) {
+    const int64_t row = b.offset(l, t);
+    for (int64_t i = 0; i < count; ++i) {
+      const auto& p = params.at(i, shared);
+      const S h = qif_charge(v[i], to_state(x[row + i]), p);
+      const bool spike = qif_fires(h, p);
+      spikes[row + i] = from_state<X>(spike ? S(1) : S(0));
+      v[i] = qif_reset<kHardReset>(h, spike, p);
+    }
+    if (v_seq) std::copy(v, v + count, v_seq + row);
+    if (ptr.checkpoints && (t + 1) % kC == 0 && t + 1 < l.steps) {
+      std::copy(v, v + count, static_cast<S*>(ptr.checkpoints) +
+                                  (b.o * saved + (t + 1) / kC - 1) * l.inner + b.i0);
+    }
+  }
+  if (ptr.v_final) std::copy(v, v + count, static_cast<S*>(ptr.v_final) + n0);
+}
+
+// BPTT of one block, an interval of checkpoint_interval steps at a time from the last: each
+// interval's H is recomputed from its checkpoint (v_init for the first) and x, then walked
+// down. With per-neuron parameters whose gradients are wanted, each neuron's sums over its steps
+// (ParamGradSums) are kept beside it and turned into its gradients at the end.
+template <SurrogateKind kKind, bool kHardReset, bool kPerNeuron, bool kParamGrads, typename X,
+          typename S>
+[[gnu::always_inline]] inline void backward_block(const BackwardCall& call, const Block& b,
+                                                  BlockParams<S, kPerNeuron>& params) {
+  const BackwardPointers& ptr = call.ptr;
+  const Layout& l = call.layout;
+  constexpr int64_t kC = checkpoint_interval(sizeof(X));
+  const int64_t saved = checkpoint_count(l.steps, kC);
+  const S v_init_value = static_cast<S>(call.settings.neuron.v_init_value);
+  const X* __restrict x = static_cast<const X*>(ptr.x);  // (__restrict: as in forward_block)
+  const X* __restrict grad_spikes = static_cast<const X*>(ptr.grad_spikes);
+  const S* __restrict grad_v_seq = static_cast<const S*>(ptr.grad_v_seq);
+  const S* __restrict grad_v_final = static_cast<const S*>(ptr.grad_v_final);
+  const S* __restrict checkpoints = static_cast<const S*>(ptr.checkpoints);
+  const S* __restrict v_init = static_cast<const S*>(ptr.v_init);
+  X* __restrict grad_x = static_cast<X*>(ptr.grad_x);
+  const int64_t n0 = b.first_neuron(l), count = b.count;
+  params.load(b, l);
+  const QifParams<S> shared = params.shared();
+  S carry[kBlock];  // dL/dV[t] flowing back; ends as dL/dv_init
+  S entry[kBlock];  // V entering the interval
+  S h[kC][kBlock];  // the interval's H
+  S g_spike[kBlock], g_v[kBlock];  // one step's cotangents
+  // Each neuron's ParamGradSums, a field per array (so that the loop loads them as vectors).
+  constexpr int64_t kSums = kParamGrads ? kBlock : 1;
+  S charge[kSums] = {}, curvature[kSums] = {}, from_rest[kSums] = {}, from_c[kSums] = {},
+    threshold[kSums] = {}, reset[kSums] = {};
+  for (int64_t i = 0; i < count; ++i) carry[i] = grad_v_final ? grad_v_final[n0 + i] : S(0);
+  for (int64_t k = saved; k >= 0; --k) {
+    const int64_t t0 = k * kC, len = std::min(kC, l.steps - t0);
+    for (int64_t i = 0; i < count; ++i) {
+      entry[i] = k > 0     ? checkpoints[(b.o * saved + k - 1) * l.inner + b.i0 + i]
+                 : v_init ? v_init[n0 + i]
+                          : v_init_value;
+    }
+    for (int64_t u = 0; u < len; ++u) {
+      const X* x_row = x + b.offset(l, t0 + u);
+      for (int64_t i = 0; i < count; ++i) {
+        const auto& p = params.at(i, shared);
+        const S v = u > 0 ? qif_state_after<kHardReset>(h[u - 1][i], p) : entry[i];
+        h[u][i] = qif_charge(v, to_state(x_row[i]), p);
+      }
+    }
+    for (int64_t u = len - 1; u >= 0; --u) {
+      const int64_t row = b.offset(l, t0 + u);
+      // The step's cotangents in the state type (0 where absent), so that the loop below reads
+      // every stream unconditionally and vectorizes.
+      for (int64_t i = 0; i < count; ++i) {
+        g_spike[i] = grad_spikes ? S(to_state(grad_spikes[row + i])) : S(0);
+        g_v[i] = grad_v_seq ? grad_v_seq[row + i] : S(0);
+      }
+      auto step = [&](int64_t i, const QifParams<S>& p, S v_prev) {
+        S grad_h;
+        if constexpr (kParamGrads) {
+          grad_h = qif_backward_step<kKind, kHardReset>(
+              h[u][i], v_prev, g_spike[i], g_v[i], carry[i], p, [&](const StepDerivatives<S>& d) {
+                ParamGradSums<S> sums{charge[i],   curvature[i], from_rest[i],
+                                      from_c[i],   threshold[i], reset[i]};
+                sums.template add<kHardReset>(d, h[u][i], v_prev, S(to_state(x[row + i])),
+                                              g_spike[i], p, params.values(i));
+                charge[i] = sums.charge, curvature[i] = sums.curvature;
+                from_rest[i] = sums.from_rest, from_c[i] = sums.from_c;
+                threshold[i] = sums.threshold, reset[i] = sums.reset;
+              });
+        } else {
+          grad_h = qif_backward_step<kKind, kHardReset>(h[u][i], v_prev, g_spike[i], g_v[i],
+                                                        carry[i], p);
+        }
+        grad_x[row + i] = from_state<X>(grad_h * p.inv_tau);
+      };
+      // (V[t-1] from the step below, or the interval's entry: two loops rather than a choice
+      // inside one, which would keep it from vectorizing)
+      if (u > 0) {
+        for (int64_t i = 0; i < count; ++i) {
+          const auto& p = params.at(i, shared);
+          step(i, p, qif_state_after<kHardReset>(h[u - 1][i], p));
+        }
+      } else {
+        for (int64_t i = 0; i < count; ++i) step(i, params.at(i, shared), entry[i]);
+      }
+    }
+  }
+  if (ptr.grad_v_init) std::copy(carry, carry + count, static_cast<S*>(ptr.grad_v_init) + n0);
+  if constexpr (kParamGrads) {
+    for (int j = 0; j < kNumParams; ++j) {
+      S* grad = static_cast<S*>(call.param_grads.values[j]);
+      if (!grad) continue;
+      for (int64_t i = 0; i < count; ++i) {
+        const ParamGradSums<S> sums{charge[i], curvature[i], from_rest[i],
+                                    from_c[i], threshold[i], reset[i]};
+        grad[n0 + i] = sums.gradient(j, params.values(i));
+      }
+    }
+  }
+}
+
+// The block loops are compiled three times on x86-64, for the baseline ISA, for AVX2 + FMA (where
+// std::fma is one instruction, and the loops over neurons vectorize) and for AVX-512, and
+// run_block picks the widest the CPU has at run time; all round identically (one rounding per
+// fma, no other contraction).
+#if defined(__x86_64__) && defined(__GNUC__)
+template <auto kBody, typename... Args>
+[[gnu::target("avx2,fma")]] void run_block_avx2(Args&&... args) {
+  kBody(args...);
+}
+
+template <auto kBody, typename... Args>
+[[gnu::target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,prefer-vector-width=512")]] void
+run_block_avx512(Args&&... args) {
+  kBody(args...);
+}
+
+enum class Isa { kBaseline, kAvx2, kAvx512 };
+
+inline Isa cpu_isa() {
+  static const Isa isa = [] {
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") &&
+                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512dq");
+    return avx512 ? Isa::kAvx512 : avx2 ? Isa::kAvx2 : Isa::kBaseline;
+  }();
+  return isa;
+}
+#endif
+
+template <auto kBody, typename... Args>
+void run_block(Args&&... args) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  switch (cpu_isa()) {
+    case Isa::kAvx512: return run_block_avx512<kBody>(args...);
+    case Isa::kAvx2: return run_block_avx2<kBody>(args...);
+    case Isa::kBaseline: break;
+  }
+#endif
+  kBody(args...);
+}
+
+// Runs work(index) for index in [0, count) on XLA's intra-op threads and this one, and returns
+// when all are done. Blocks are claimed from a shared counter, so the work spreads over however
+// many threads turn up; this thread claims too, and waits only for blocks others have claimed,
+// never for a task still queued (a busy pool cannot stall it). Queued tasks that start after
+// the work is gone return at once: what they touch (the counters) is reference-counted.
+template <typename Work>
+void parallel_blocks(ffi::ThreadPool& pool, int64_t count, const Work& work) {
+  struct Progress {
+    std::atomic<int64_t> next{0}, done{0};
+  };
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), count) - 1;
+  if (helpers <= 0) {
+    for (int64_t index = 0; index < count; ++index) work(index);
+    return;
+  }
+  auto progress = std::make_shared<Progress>();
+  auto drain = [count](Progress& state, const Work* task) {
+    for (int64_t index; (index = state.next.fetch_add(1)) < count;) {
+      (*task)(index);
+      if (state.done.fetch_add(1, std::memory_order_release) + 1 == count) {
+        state.done.notify_all();  // the last block: wake the caller
+      }
+    }
+  };
+  for (int64_t h = 0; h < helpers; ++h) {
+    // `work` lives on this thread's stack until every claimed block is done, and a task that
+    // claims nothing never calls it.
+    pool.Schedule([progress, drain, task = &work] { drain(*progress, task); });
+  }
+  drain(*progress, &work);
+  // (asleep, not spinning: on a machine with no core to spare, the blocks still being computed
+  // need this one)
+  for (int64_t done; (done = progress->done.load(std::memory_order_acquire)) < count;) {
+    progress->done.wait(done, std::memory_order_acquire);
+  }
+}
+
+// The CPU side of the input dtypes (DTypeTraits, qif_ffi.h): each one's input type, whose
+// conversions to and from the state type are to_state / from_state above.
+template <ffi::DataType kDType> struct CpuDType;
+template <ffi::DataType kDType, typename InputType>
+struct CpuDTypeOf : DTypeTraits<kDType> {
+  using Input = InputType;
+};
+template <> struct CpuDType<ffi::DataType::F16> : CpuDTypeOf<ffi::DataType::F16, Half> {};
+template <> struct CpuDType<ffi::DataType::BF16> : CpuDTypeOf<ffi::DataType::BF16, BFloat16> {};
+template <> struct CpuDType<ffi::DataType::F32> : CpuDTypeOf<ffi::DataType::F32, float> {};
+template <> struct CpuDType<ffi::DataType::F64> : CpuDTypeOf<ffi::DataType::F64, double> {};
+
+}  // namespace
+
+// The forward (cuda/qif_cpu.cc) and the backward of surrogate kKind (its own translation unit,
+// generated by CMakeLists.txt: JAXQIF_CPU_BACKWARD_INSTANCE).
+ffi::Error cpu_forward(ffi::ThreadPool pool, const ForwardCall& call);
+
+template <SurrogateKind kKind>
+ffi::Error cpu_backward(ffi::ThreadPool pool, const BackwardCall& call) {
+  const BackwardSettings& s = call.settings;
+  bool param_grads = false;
+  for (void* grad : call.param_grads.values) param_grads |= grad != nullptr;
+  const bool known_dtype = dispatch_dtype<CpuDType>(call.input_dtype, [&]<typename D>() {
+    using X = typename D::Input;
+    using S = typename D::State;
+    const auto shared = QifParams<S>::template backward<kKind>(s);
+    bool_switch([&]<bool kHardReset, bool kPerNeuron, bool kParamGrads>() {
+      if constexpr (kPerNeuron || !kParamGrads) {  // (gradients only of arrays)
+        parallel_blocks(pool, block_count(call.layout), [&](int64_t index) {
+          BlockParams<S, kPerNeuron> params(shared, call.params, s.neuron);
+          run_block<backward_block<kKind, kHardReset, kPerNeuron, kParamGrads, X, S>>(
+              call, block_at(call.layout, index), params);
+        });
+      }
+    }, s.neuron.hard_reset, call.params.any(), param_grads);
+  });
+  if (!known_dtype) return no_kernel("dtype", static_cast<int64_t>(call.input_dtype));
+  return ffi::Error::Success();
+}
+
+#define JAXQIF_CPU_BACKWARD_INSTANCE(PREFIX, NAME, ID) \
+  PREFIX template ffi::Error cpu_backward<SurrogateKind::k##NAME>(ffi::ThreadPool, const BackwardCall&);
+
+}  // namespace jaxqif
