@@ -23,11 +23,19 @@ template <bool kHasGradVSeq>
 constexpr int kBackwardBlocksPerSM = kHasGradVSeq ? 4 : 5;
 
 // The per-neuron kernel holds each neuron's constants, values and parameter sums beside the
-// serial kernel's interval (about 17 registers more per neuron, and a copy of the interval's x):
-// compiled for fewer blocks per multiprocessor (about 168 registers; 255 for four neurons per
-// thread), so that it does not spill.
-template <int kVec>
-constexpr int kPerNeuronBackwardBlocksPerSM = kVec >= 4 ? 2 : 3;
+// serial kernel's interval (about 16 registers more per neuron, and a copy of the interval's x):
+// it is compiled for fewer blocks per multiprocessor, so that it does not spill: 3 (168
+// registers) with 4 bytes of state per thread (one float neuron), and with 8 on Hopper (two
+// float neurons: about 164 registers there, but spills on sm_80); else 2 (255 registers).
+// (The device pass of each architecture sees its own __CUDA_ARCH__, as the CUDA guide's
+// architecture-specific launch bounds do.)
+template <int kVec, typename S>
+constexpr int kPerNeuronBackwardBlocksPerSM =
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+    kVec * sizeof(S) <= 4 ? 3 : 2;
+#else
+    kVec * sizeof(S) <= 4 || (kVec * sizeof(S) == 8 && sizeof(S) == 4) ? 3 : 2;
+#endif
 
 // Walks the checkpoint intervals downwards, one thread per group through all T steps (the
 // plans with enough neurons to fill the GPU, and layouts that cannot be staged). For each
@@ -123,7 +131,7 @@ __device__ __forceinline__ void backward_walk(const Pointers& ptr, int64_t steps
         }
       }
       // The parameter sums take this interval's x in BPTT, after xs has taken the one below.
-      Input x_now[kParamGrads ? kC : 1];
+      [[maybe_unused]] Input x_now[kParamGrads ? kC : 1];
       if constexpr (kParamGrads) {
 #pragma unroll
         for (int u = 0; u < kC; ++u) x_now[u] = xs[u];
@@ -159,7 +167,7 @@ __device__ __forceinline__ void backward_walk(const Pointers& ptr, int64_t steps
     else interval(std::true_type{});
   }
   if (ptr.grad_v_init) store_pack(static_cast<S*>(ptr.grad_v_init) + n, carry);
-  if constexpr (kParamGrads) store_param_grads(ptr.grads, n, sums, p);
+  if constexpr (kParamGrads) store_param_grads(ptr.grads, n, sums, make_params);
 }
 
 // Every neuron with the call's constants; one instance with grad_v_seq and one without.
@@ -175,7 +183,7 @@ __global__ void __launch_bounds__(128, kBackwardBlocksPerSM<kHasGradVSeq>)
 // Some parameter given as an array: each neuron's constants (NeuronParams) and its parameter
 // gradients; grad_v_seq chosen at run time.
 template <SurrogateKind kKind, bool kHardReset, typename X, typename S, typename Sh>
-__global__ void __launch_bounds__(128, kPerNeuronBackwardBlocksPerSM<Sh::kVec>)
+__global__ void __launch_bounds__(128, kPerNeuronBackwardBlocksPerSM<Sh::kVec, S>)
     per_neuron_backward_kernel(BackwardArrays ptr, int64_t steps, int64_t inner, int64_t groups,
                                QifParams<S> shared, S v_init_value, NeuronValues<S> numbers) {
   backward_walk<kKind, kHardReset, X, S, Sh>(

@@ -209,8 +209,7 @@ __global__ void __launch_bounds__(kBulkThreads)
                         S v_init_value) {
   bulk_forward_walk<X, S, kHardReset, Bk>(x_map, spikes_map, ptr, steps, inner, blocks_per_row,
                                           SharedParamsOf<S>{p}, v_init_value,
-                                          Fixed<kCheckpoints>{},
-                                          Fixed<kVSeq>{});
+                                          Fixed<kCheckpoints>{}, Fixed<kVSeq>{});
 }
 
 // Some parameter given as an array: each thread's neuron its own constants, its carried slope

@@ -1,9 +1,11 @@
 // Where a kernel's threads take their neurons' constants from, and the choices a kernel makes at
-// compile time or at run time. Every kernel is written once, as a __device__ body that takes a
-// params factory, and compiled twice: the call's QifParams for every neuron (SharedParams: the
-// scalar kernels, whose arithmetic is exactly what it was before array parameters), or each
-// neuron's own (NeuronParams: the per-neuron kernels, for calls with some parameter given as an
-// array, which fold their neurons' constants once at the start, in registers).
+// compile time or at run time. Each kernel body is written once and compiled for two kinds of
+// call: the call's QifParams for every neuron (SharedParams: the scalar kernels, whose code is
+// what it was before array parameters), or each neuron's own (NeuronParams: the per-neuron
+// kernels, for calls with some parameter given as an array, which fold their neurons' constants
+// once at the start, in registers). The bulk, serial backward and segmented backward bodies are
+// __device__ functions that take a params factory (SharedParamsOf, NeuronParamsOf) and two
+// __global__ kernels each; forward_kernel is one template (thread_params).
 //
 // Device code only, with no host-only include: a kernel header (see cuda/README.md).
 #pragma once
@@ -68,8 +70,10 @@ class NeuronParams {
   NeuronValues<S> values_[kVec];
 };
 
-// What a per-neuron kernel takes besides its arrays: the call's numbers for the parameters not
-// given as arrays (NeuronValues<S>::numbers, folded on the host).
+// The params factories of the kernel bodies: a thread's params from its first neuron n. The
+// per-neuron kernels': from the call's arrays, its numbers for the parameters not given as
+// arrays (NeuronValues<S>::numbers, on the host) and its QifParams (`shared`), all kernel
+// arguments. The scalar kernels': the call's QifParams whatever n.
 template <typename S, int kVec>
 struct NeuronParamsOf {
   const ParamArrays& arrays;
@@ -117,11 +121,14 @@ __device__ __forceinline__ void for_each_sum(ParamGradSums<S>& s, Fn&& fn) {
 }
 
 // Writes the wanted parameter gradients (grads.values[j] not nullptr) of neurons n .. n + kVec - 1
-// from their sums, element by element (the gradients' buffers need no alignment).
-template <typename S, int kVec>
+// from their sums, element by element (the gradients' buffers need no alignment). The neurons'
+// values are read again (make_params: NeuronParamsOf), so that the kernels need not hold tau,
+// which no step uses, in registers to the end.
+template <typename S, int kVec, typename MakeParams>
 __device__ __forceinline__ void store_param_grads(const ParamGrads& grads, int64_t n,
                                                   const ParamGradSums<S> (&sums)[kVec],
-                                                  const NeuronParams<S, kVec>& params) {
+                                                  const MakeParams& make_params) {
+  const NeuronParams<S, kVec> params = make_params(n);
 #pragma unroll
   for (int j = 0; j < kNumParams; ++j) {
     S* grad = static_cast<S*>(grads.values[j]);

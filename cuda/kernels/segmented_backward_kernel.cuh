@@ -282,7 +282,7 @@ __device__ __forceinline__ void segmented_backward(const Pointers& ptr, int64_t 
           for (int w = 0; w < segments; ++w) value += column[w * 32];
         });
       }
-      store_param_grads(ptr.grads, n, total, p);
+      store_param_grads(ptr.grads, n, total, make_params);
     }
   }
 }
@@ -300,10 +300,13 @@ __global__ void __launch_bounds__(32 * kMaxSegments, 32 / kMaxSegments)
 
 // Some parameter given as an array: each neuron's constants (NeuronParams) and its parameter
 // gradients; grad_v_seq chosen at run time. Its constants, H and sums beside the maps would
-// spill at the scalar kernel's 64 registers: compiled for one block of kMaxSegments warps per
-// multiprocessor (128 registers).
+// spill at the scalar kernel's 64 registers: compiled for one block per multiprocessor, of
+// kMaxSegments warps (128 registers), or of 8 for float64 (255; at 128 it spills).
+template <typename S>
+constexpr int kPerNeuronMaxSegments = sizeof(S) == 8 ? kMaxSegments / 2 : kMaxSegments;
+
 template <SurrogateKind kKind, bool kHardReset, typename X, typename S, typename Sh>
-__global__ void __launch_bounds__(32 * kMaxSegments, 1)
+__global__ void __launch_bounds__(32 * kPerNeuronMaxSegments<S>, 1)
     per_neuron_segmented_backward_kernel(BackwardArrays ptr, int64_t steps, int64_t inner,
                                          int64_t groups, QifParams<S> shared, S v_init_value,
                                          NeuronValues<S> numbers) {

@@ -6,6 +6,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -44,9 +45,12 @@ cudaError_t launch_backward(const BackwardCall& call, cudaStream_t stream) {
         const double v_init_value = call.settings.neuron.v_init_value;
         if constexpr (Sh::kStaged) {
           const size_t shared = segmented_shared_bytes<X, S, Sh>(call.ptr.grad_v_seq != nullptr);
+          LaunchPlan segmented = plan;  // at most the warps per block the kernel is built for
+          segmented.segments = std::min(plan.segments, kPerNeuronMaxSegments<S>);
+          segmented.threads_per_block = 32 * segmented.segments;
           status = launch(per_neuron_segmented_backward_kernel<kKind, kHardReset, X, S, Sh>,
-                          fit_segments(plan, shared, device_properties()), shared, stream, arrays,
-                          call.layout, p, v_init_value, numbers);
+                          fit_segments(segmented, shared, device_properties()), shared, stream,
+                          arrays, call.layout, p, v_init_value, numbers);
         } else {
           status = launch(per_neuron_backward_kernel<kKind, kHardReset, X, S, Sh>, plan, 0,
                           stream, arrays, call.layout, p, v_init_value, numbers);
