@@ -47,22 +47,26 @@ ffi::Error cuda_backward(cudaStream_t stream, const BackwardCall& call) {
   return launch_status("backward", status);
 }
 
+// v2: neuron parameters as numbers; v3: and any of them as arrays (jaxqif/_library.py).
 using CudaForward = ForwardHandler<cuda_forward, cudaStream_t>;
 using CudaBackward = BackwardHandler<cuda_backward, cudaStream_t>;
+using CudaForwardV3 = ForwardHandlerV3<cuda_forward, cudaStream_t>;
+using CudaBackwardV3 = BackwardHandlerV3<cuda_backward, cudaStream_t>;
 
 }  // namespace
 }  // namespace jaxqif
 
 namespace ffi = xla::ffi;
 
-// Both handlers only launch on XLA's stream: no allocation, no synchronization, so XLA may
+// The handlers only launch on XLA's stream: no allocation, no synchronization, so XLA may
 // capture them in CUDA graphs.
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqifForwardCuda, jaxqif::CudaForward{},
-                              jaxqif::bind_forward(
-                                  ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>()),
-                              {ffi::Traits::kCmdBufferCompatible});
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxqifBackwardCuda, jaxqif::CudaBackward{},
-                              jaxqif::bind_backward(
-                                  ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>()),
-                              {ffi::Traits::kCmdBufferCompatible});
+#define JAXQIF_CUDA_HANDLER(SYMBOL, HANDLER, BIND)                                           \
+  XLA_FFI_DEFINE_HANDLER_SYMBOL(                                                             \
+      SYMBOL, jaxqif::HANDLER{},                                                             \
+      jaxqif::BIND(ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>()),               \
+      {ffi::Traits::kCmdBufferCompatible});
+JAXQIF_CUDA_HANDLER(JaxqifForwardCuda, CudaForward, bind_forward)
+JAXQIF_CUDA_HANDLER(JaxqifBackwardCuda, CudaBackward, bind_backward)
+JAXQIF_CUDA_HANDLER(JaxqifForwardCudaV3, CudaForwardV3, bind_forward_v3)
+JAXQIF_CUDA_HANDLER(JaxqifBackwardCudaV3, CudaBackwardV3, bind_backward_v3)
+#undef JAXQIF_CUDA_HANDLER

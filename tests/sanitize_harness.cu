@@ -5,9 +5,13 @@
 // plan, dtype and reset mode of the forward (each choice of the results it writes) and of the
 // backward (with and without grad_v_seq, the former also with a
 // constant v_init and no grad_v_init): with every surrogate on the layouts with few neurons,
-// with one on the large ones. Exits nonzero on any CUDA error.
+// with one on the large ones. Each of these runs is made twice: with the parameters as numbers
+// (the scalar kernels), and with every parameter given as an array (the per-neuron kernels) and
+// every parameter gradient asked for, the arrays' length taking turns between 1, a divisor of
+// the neuron count (a feature axis) and the neuron count. Exits nonzero on any CUDA error.
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <vector>
 
 #include "kernels/stream_io.cuh"  // to_state, from_state
@@ -28,23 +32,53 @@ void check(cudaError_t status, const char* what) {
 }
 
 template <typename T>
-__global__ void fill(T* p, int64_t n, float offset) {
+__global__ void fill(T* p, int64_t n, float offset, float amplitude) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   using S = decltype(gpu::to_state(T{}));
-  if (i < n) p[i] = gpu::from_state<T>(S(offset + 0.8f * sinf(0.37f * i)));
+  if (i < n) p[i] = gpu::from_state<T>(S(offset + amplitude * sinf(0.37f * i)));
 }
 
 template <typename T>
-T* filled(int64_t n, float offset) {
+T* filled(int64_t n, float offset, float amplitude = 0.8f) {
   T* p = nullptr;
   check(cudaMalloc(&p, n * sizeof(T)), "cudaMalloc");
-  fill<<<static_cast<unsigned>((n + 255) / 256), 256>>>(p, n, offset);
+  fill<<<static_cast<unsigned>((n + 255) / 256), 256>>>(p, n, offset, amplitude);
   return p;
 }
 
-// One forward and backward run of the input dtype D (CudaDType).
+// The parameters as arrays of `count` elements of the state type S (a count that divides the
+// neuron count), around the numbers the runs use, and every gradient of them (each of `neurons`
+// elements): what a v3 call with all six as arrays passes, v_reset only with the hard reset
+// (jaxqif refuses it with the soft one).
+template <typename S>
+struct ParamBuffers {
+  ParamArrays arrays;
+  ParamGrads grads;
+  ParamBuffers(int64_t count, int64_t neurons, bool hard_reset) {
+    // tau, v_c, a0, v_threshold, v_rest, v_reset (ParamIndex order)
+    const float around[kNumParams] = {2.0f, 0.8f, 1.0f, 1.0f, 0.0f, -0.1f};
+    for (int j = 0; j < kNumParams; ++j) {
+      if (j == kVReset && !hard_reset) continue;
+      arrays.values[j] = filled<S>(count, around[j], 0.05f);
+      arrays.counts[j] = count;
+      grads.values[j] = filled<S>(neurons, 0.0f);
+    }
+  }
+  ParamBuffers(const ParamBuffers&) = delete;
+  ParamBuffers& operator=(const ParamBuffers&) = delete;
+  ~ParamBuffers() {
+    for (int j = 0; j < kNumParams; ++j) {
+      check(cudaFree(const_cast<void*>(arrays.values[j])), "cudaFree");
+      check(cudaFree(grads.values[j]), "cudaFree");
+    }
+  }
+};
+
+// One forward and backward run of the input dtype D (CudaDType); param_count 0: the parameters
+// as numbers, else as arrays of that many elements (ParamBuffers).
 template <typename D>
-void run(const Layout& l, bool hard_reset, bool grad_v_seq, int64_t surrogate) {
+void run(const Layout& l, bool hard_reset, bool grad_v_seq, int64_t surrogate,
+         int64_t param_count) {
   using X = typename D::Input;
   using S = typename D::State;
   const ffi::DataType dtype = D::kDType;
@@ -76,7 +110,12 @@ void run(const Layout& l, bool hard_reset, bool grad_v_seq, int64_t surrogate) {
                               .hard_reset = hard_reset,
                               .v_init_value = v_reset,
                               .checkpoint_steps = checkpoint_interval(sizeof(X))};
-  ForwardCall forward{{}, l, dtype, neuron};
+  // (filled on the default stream before the kernels, freed after the synchronization below)
+  std::optional<ParamBuffers<S>> params;
+  if (param_count) params.emplace(param_count, n, hard_reset);
+  const ParamArrays arrays = params ? params->arrays : ParamArrays{};
+  const ParamGrads param_grads = params ? params->grads : ParamGrads{};
+  ForwardCall forward{{}, l, dtype, neuron, arrays};
   // Every store variant of the forward kernel: inference (spikes only), training (and the
   // checkpoints), V alone, then everything; the backward reads the checkpoints.
   const ForwardPointers variants[] = {{x, start, spikes, nullptr, nullptr, nullptr},
@@ -92,7 +131,9 @@ void run(const Layout& l, bool hard_reset, bool grad_v_seq, int64_t surrogate) {
        grad_v_seq ? nullptr : v_init, grad_x, grad_v_seq ? nullptr : grad_v_init},
       l,
       dtype,
-      {.neuron = neuron, .detach_reset = false, .surrogate = surrogate, .alpha = 4.0}};
+      {.neuron = neuron, .detach_reset = false, .surrogate = surrogate, .alpha = 4.0},
+      arrays,
+      param_grads};
   cudaError_t status = cudaErrorInvalidValue;  // an unknown surrogate
   dispatch_surrogate_reset(surrogate, hard_reset, [&]<SurrogateKind kKind, bool kHardReset>() {
     status = gpu::launch_backward<kKind, kHardReset>(backward, nullptr);
@@ -127,22 +168,37 @@ int main() {
       JAXQIF_INPUT_DTYPES(JAXQIF_HARNESS_DTYPE)
 #undef JAXQIF_HARNESS_DTYPE
   };
-  int runs = 0;
+  int runs = 0, turn = 0;
   for (int i = 0; i < layout_count; ++i) {
+    const Layout& l = layouts[i];
+    // The parameter arrays' lengths, taking turns: one element, a feature axis (the innermost
+    // axis of a layout of several rows, else the smallest divisor of the neuron count from 3 to
+    // 64: a trailing block of the neurons), one per neuron.
+    int64_t feature = l.outer > 1 ? l.inner : l.neurons();
+    for (int64_t d = 3; l.outer == 1 && d <= 64; ++d) {
+      if (l.neurons() % d == 0) {
+        feature = d;
+        break;
+      }
+    }
+    const int64_t param_counts[] = {1, feature, l.neurons()};
     const int64_t surrogates = i < small_layouts ? kNumSurrogates : 1;
     for (int64_t surrogate = 0; surrogate < surrogates; ++surrogate) {
       for (bool hard_reset : {true, false}) {
         for (bool grad_v_seq : {false, true}) {
           for (ffi::DataType dtype : kDTypes) {
+            const int64_t param_count = param_counts[turn++ % 3];
             dispatch_dtype<gpu::CudaDType>(dtype, [&]<typename D>() {
-              run<D>(layouts[i], hard_reset, grad_v_seq, surrogate);
+              run<D>(l, hard_reset, grad_v_seq, surrogate, 0);
+              run<D>(l, hard_reset, grad_v_seq, surrogate, param_count);
             });
-            ++runs;
+            runs += 2;
           }
         }
       }
     }
   }
-  std::printf("sanitize_harness: %d forward + backward runs\n", runs);
+  std::printf("sanitize_harness: %d forward + backward runs (%d with parameter arrays)\n", runs,
+              runs / 2);
   return 0;
 }

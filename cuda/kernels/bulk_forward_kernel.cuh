@@ -20,6 +20,7 @@
 #include <cuda/ptx>
 #include <type_traits>
 
+#include "kernels/neuron_params.cuh"
 #include "kernels/shapes.h"
 #include "kernels/stream_io.cuh"
 #include "qif_buffers.h"
@@ -46,12 +47,19 @@ __device__ __forceinline__ void wait_phase(uint64_t* barrier, int64_t completion
 }
 #endif
 
-template <typename X, typename S, bool kHardReset, bool kCheckpoints, bool kVSeq, typename Bk>
-__global__ void __launch_bounds__(kBulkThreads)
-    bulk_forward_kernel(const __grid_constant__ CUtensorMap x_map,
-                        const __grid_constant__ CUtensorMap spikes_map, ForwardPointers ptr,
-                        int64_t steps, int64_t inner, int64_t blocks_per_row, QifParams<S> p,
-                        S v_init_value) {
+// The walk of one block, its neurons' constants from make_params(n) (SharedParams or
+// NeuronParams<S, 1>, kernels/neuron_params.cuh): folded by the compute threads only, after the
+// copy warp has left. store_checkpoints, store_v_seq: flags (compile-time in the scalar kernel,
+// run-time in the per-neuron one).
+template <typename X, typename S, bool kHardReset, typename Bk, typename MakeParams,
+          typename Checkpoints, typename VSeq>
+__device__ __forceinline__ void bulk_forward_walk(const CUtensorMap& x_map,
+                                                  const CUtensorMap& spikes_map,
+                                                  const ForwardPointers& ptr, int64_t steps,
+                                                  int64_t inner, int64_t blocks_per_row,
+                                                  const MakeParams& make_params, S v_init_value,
+                                                  Checkpoints store_checkpoints,
+                                                  VSeq store_v_seq) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   namespace ptx = cuda::ptx;
   constexpr int kChunk = Bk::kChunk, kSlots = Bk::kSlots, kOutSlots = Bk::kOutSlots;
@@ -125,11 +133,14 @@ __global__ void __launch_bounds__(kBulkThreads)
 
   const bool active = i0 + threadIdx.x < inner;  // the others compute on zeros, store nothing
   const int64_t n = o * inner + i0 + threadIdx.x;
+  const auto params = make_params(n);
+  const QifParams<S>& p = params[0];
   constexpr int kInterval = checkpoint_interval(sizeof(X));
-  S* checkpoints = kCheckpoints ? static_cast<S*>(ptr.checkpoints) +
-                                      group_offset(n, checkpoint_count(steps, kInterval), inner)
-                                : nullptr;
-  S* v_seq = kVSeq ? static_cast<S*>(ptr.v_seq) + group_offset(n, steps, inner) : nullptr;
+  S* checkpoints = store_checkpoints
+                       ? static_cast<S*>(ptr.checkpoints) +
+                             group_offset(n, checkpoint_count(steps, kInterval), inner)
+                       : nullptr;
+  S* v_seq = store_v_seq ? static_cast<S*>(ptr.v_seq) + group_offset(n, steps, inner) : nullptr;
   S v = ptr.v_init && active ? static_cast<const S*>(ptr.v_init)[n] : v_init_value;
   // qif_charge split in two, its slope carried from step to step. After a hard reset V is
   // v_reset or H, so the next slope is one of two values known as soon as H is: selecting it
@@ -167,10 +178,10 @@ __global__ void __launch_bounds__(kBulkThreads)
         spike_box[u * kBulkNeurons + threadIdx.x] = spike ? one : zero;
         v = qif_reset<kHardReset>(h, spike, p);
         if constexpr (!kHardReset) slope = qif_charge_slope(v, p);
-        if constexpr (kVSeq) {
+        if (store_v_seq) {
           if (active) __stcs(v_seq + t * inner, v);
         }
-        if constexpr (kCheckpoints) {
+        if (store_checkpoints) {
           if ((t + 1) % kInterval == 0 && t + 1 < steps && active) {
             __stcs(checkpoints + ((t + 1) / kInterval - 1) * inner, v);
           }
@@ -187,6 +198,33 @@ __global__ void __launch_bounds__(kBulkThreads)
 #else
   __trap();  // launched only on devices of compute capability 9.0 and later (bulk_forward_ok)
 #endif
+}
+
+// Every neuron with the call's constants; one instance per set of stored streams.
+template <typename X, typename S, bool kHardReset, bool kCheckpoints, bool kVSeq, typename Bk>
+__global__ void __launch_bounds__(kBulkThreads)
+    bulk_forward_kernel(const __grid_constant__ CUtensorMap x_map,
+                        const __grid_constant__ CUtensorMap spikes_map, ForwardPointers ptr,
+                        int64_t steps, int64_t inner, int64_t blocks_per_row, QifParams<S> p,
+                        S v_init_value) {
+  bulk_forward_walk<X, S, kHardReset, Bk>(x_map, spikes_map, ptr, steps, inner, blocks_per_row,
+                                          SharedParamsOf<S>{p}, v_init_value,
+                                          Fixed<kCheckpoints>{}, Fixed<kVSeq>{});
+}
+
+// Some parameter given as an array: each thread's neuron its own constants, its carried slope
+// and slope after the reset its own (registers); the stored streams chosen at run time.
+template <typename X, typename S, bool kHardReset, typename Bk>
+__global__ void __launch_bounds__(kBulkThreads)
+    per_neuron_bulk_forward_kernel(const __grid_constant__ CUtensorMap x_map,
+                                   const __grid_constant__ CUtensorMap spikes_map,
+                                   ForwardArrays ptr, int64_t steps, int64_t inner,
+                                   int64_t blocks_per_row, QifParams<S> shared, S v_init_value,
+                                   NeuronValues<S> numbers) {
+  bulk_forward_walk<X, S, kHardReset, Bk>(x_map, spikes_map, ptr, steps, inner, blocks_per_row,
+                                          NeuronParamsOf<S, 1>{ptr.params, numbers, shared},
+                                          v_init_value, ptr.checkpoints != nullptr,
+                                          ptr.v_seq != nullptr);
 }
 
 }  // namespace jaxqif::gpu

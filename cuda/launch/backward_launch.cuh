@@ -6,6 +6,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -38,6 +39,24 @@ cudaError_t launch_backward(const BackwardCall& call, cudaStream_t stream) {
                      call.ptr.grad_v_init}),
         true, device_properties());
     dispatch_backward_plan<X>(plan.plan, call.layout.steps, [&]<typename Sh>() {
+      if (call.params.any()) {  // per-neuron constants and gradients; grad_v_seq at run time
+        const BackwardArrays arrays{call.ptr, call.params, call.param_grads};
+        const auto numbers = NeuronValues<S>::numbers(call.settings.neuron);
+        const double v_init_value = call.settings.neuron.v_init_value;
+        if constexpr (Sh::kStaged) {
+          const size_t shared = segmented_shared_bytes<X, S, Sh>(call.ptr.grad_v_seq != nullptr);
+          LaunchPlan segmented = plan;  // at most the warps per block the kernel is built for
+          segmented.segments = std::min(plan.segments, kPerNeuronMaxSegments<S>);
+          segmented.threads_per_block = 32 * segmented.segments;
+          status = launch(per_neuron_segmented_backward_kernel<kKind, kHardReset, X, S, Sh>,
+                          fit_segments(segmented, shared, device_properties()), shared, stream,
+                          arrays, call.layout, p, v_init_value, numbers);
+        } else {
+          status = launch(per_neuron_backward_kernel<kKind, kHardReset, X, S, Sh>, plan, 0,
+                          stream, arrays, call.layout, p, v_init_value, numbers);
+        }
+        return;
+      }
       auto run = [&](auto kernel, const LaunchPlan& launch_plan, size_t shared) {
         status = launch(kernel, launch_plan, shared, stream, call.ptr, call.layout, p,
                         call.settings.neuron.v_init_value);

@@ -97,17 +97,24 @@ bool launch_bulk_forward(const ForwardCall& call, const QifParams<typename D::St
     *status = encode_stream<D>(&spikes_map, call.ptr.spikes, l, Bk::kChunk);
   }
   if (*status != cudaSuccess) return true;  // taken, and failed: the handler reports it
-  auto run = [&](auto kernel) {
+  auto run = [&](auto kernel, const auto& pointers, const auto&... numbers) {
     *status = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, shared);
     if (*status != cudaSuccess) return;
     kernel<<<static_cast<unsigned int>(blocks), kBulkThreads, shared, stream>>>(
-        x_map, spikes_map, call.ptr, l.steps, l.inner, blocks_per_row, p,
-        static_cast<S>(call.settings.v_init_value));
+        x_map, spikes_map, pointers, l.steps, l.inner, blocks_per_row, p,
+        static_cast<S>(call.settings.v_init_value), numbers...);
     *status = cudaGetLastError();
   };
+  if (call.params.any()) {  // per-neuron constants; the stored streams chosen at run time
+    bool_switch([&]<bool kHardReset>() {
+      run(per_neuron_bulk_forward_kernel<X, S, kHardReset, Bk>,
+          ForwardArrays{call.ptr, call.params}, NeuronValues<S>::numbers(call.settings));
+    }, call.settings.hard_reset);
+    return true;
+  }
   // One kernel per set of stored streams (inference: neither checkpoints nor v_seq).
   bool_switch([&]<bool kHardReset, bool kCheckpoints, bool kVSeq>() {
-    run(bulk_forward_kernel<X, S, kHardReset, kCheckpoints, kVSeq, Bk>);
+    run(bulk_forward_kernel<X, S, kHardReset, kCheckpoints, kVSeq, Bk>, call.ptr);
   }, call.settings.hard_reset, call.ptr.checkpoints != nullptr, call.ptr.v_seq != nullptr);
   return true;
 }
@@ -137,6 +144,15 @@ cudaError_t launch_forward(const ForwardCall& call, cudaStream_t stream) {
     dispatch_forward_plan<X>(plan.plan, [&]<typename Sh>() {
       using Reader = StreamReader<Sh::kStaged, 1, Sh::kChunk, X, Sh::kVec>;
       const size_t shared = Sh::kStaged ? Reader::kStagedBytes : 0;
+      if (call.params.any()) {  // per-neuron constants; the stored streams chosen at run time
+        bool_switch([&]<bool kHardReset>() {
+          status = launch(
+              forward_kernel<X, S, kHardReset, true, true, Sh, ForwardArrays, NeuronValues<S>>,
+              plan, shared, stream, ForwardArrays{call.ptr, call.params}, call.layout, p,
+              call.settings.v_init_value, NeuronValues<S>::numbers(call.settings));
+        }, call.settings.hard_reset);
+        return;
+      }
       // One kernel per set of stored streams (inference: neither checkpoints nor v_seq).
       bool_switch([&]<bool kHardReset, bool kCheckpoints, bool kVSeq>() {
         status = launch(forward_kernel<X, S, kHardReset, kCheckpoints, kVSeq, Sh>, plan, shared,

@@ -52,10 +52,11 @@ inline bool all_aligned(std::initializer_list<const void*> buffers) {
 }
 
 // Launches the kernel of one (plan, types) choice on `stream`; returns the launch status.
-template <typename Kernel, typename Args, typename S>
+// `more`: the per-neuron kernels' last arguments (the call's NeuronValues).
+template <typename Kernel, typename Args, typename S, typename... More>
 cudaError_t launch(Kernel kernel, const LaunchPlan& plan, size_t shared_bytes_per_thread,
                    cudaStream_t stream, const Args& ptr, const Layout& l,
-                   const QifParams<S>& params, double v_init_value) {
+                   const QifParams<S>& params, double v_init_value, const More&... more) {
   const size_t shared = shared_bytes_per_thread * plan.threads_per_block;
   if (shared > 48 * 1024) {  // above the default limit a kernel must opt in (per device)
     const cudaError_t status =
@@ -64,7 +65,7 @@ cudaError_t launch(Kernel kernel, const LaunchPlan& plan, size_t shared_bytes_pe
   }
   const dim3 block(plan.groups_per_block(), plan.segments);
   kernel<<<plan.blocks(), block, shared, stream>>>(ptr, l.steps, l.inner, plan.groups, params,
-                                                   static_cast<S>(v_init_value));
+                                                   static_cast<S>(v_init_value), more...);
   return cudaGetLastError();
 }
 
