@@ -41,13 +41,34 @@ struct BackwardPointers {
 // The neuron parameters that may be given as arrays (jaxqif/_params.py's NAMES, in that order).
 enum ParamIndex : int { kTau, kVC, kA0, kVThreshold, kVRest, kVReset, kNumParams };
 
+// n % count by a multiply and a shift (Granlund and Montgomery, "Division by invariant integers
+// using multiplication"), for n and count below 2^31; larger ones divide (wrap_index,
+// qif_math.h). The per-neuron kernels look each parameter of each neuron up at n % count, and
+// a division of 64-bit integers is a software routine of some 70 instructions on the GPU: at
+// few steps per neuron it cost more than the steps themselves.
+struct IndexWrap {
+  static constexpr int64_t kFastLimit = int64_t(1) << 31;
+  int64_t count = 1;
+  uint32_t multiplier = 0;  // ceil(2^(32 + shift) / count) - 2^32
+  uint32_t shift = 0;       // ceil(log2(count))
+
+  IndexWrap() = default;
+  explicit IndexWrap(int64_t divisor) : count(divisor) {
+    if (divisor >= kFastLimit) return;
+    while ((int64_t(1) << shift) < divisor) ++shift;
+    multiplier = static_cast<uint32_t>(
+        (uint64_t(1) << 32) * ((uint64_t(1) << shift) - static_cast<uint64_t>(divisor)) /
+            static_cast<uint64_t>(divisor) + 1);
+  }
+};
+
 // The parameters given as arrays, in the state type: parameter j's neuron n takes
-// values[j][n % counts[j]] (a compact array: the trailing block of the neuron shape it varies
-// over, whose size divides the neuron count); values[j] is nullptr where parameter j is a
-// number (the settings').
+// values[j][n % wraps[j].count] (a compact array: the trailing block of the neuron shape it
+// varies over, whose size divides the neuron count); values[j] is nullptr where parameter j is
+// a number (the settings').
 struct ParamArrays {
   const void* values[kNumParams] = {};
-  int64_t counts[kNumParams] = {};
+  IndexWrap wraps[kNumParams] = {};
   bool any() const {
     for (const void* v : values) {
       if (v) return true;

@@ -244,7 +244,7 @@ inline ffi::Error check_params(const ParamBuffers& buffers, ffi::DataType st, co
           (j == kVReset && !hard_reset ? " (and the soft reset has no v_reset)" : ""));
     }
     params->values[j] = b.untyped_data();
-    params->counts[j] = count;
+    params->wraps[j] = IndexWrap(count);
   }
   return ffi::Error::Success();
 }

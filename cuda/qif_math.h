@@ -86,6 +86,19 @@ struct BackwardSettings {
 #undef JAXQIF_SETTINGS_FIELD
 
 // One neuron's parameters in the state type, where some are given as arrays (ParamArrays).
+// n % w.count for n >= 0 (IndexWrap, qif_buffers.h).
+QIF_HD int64_t wrap_index(int64_t n, const IndexWrap& w) {
+  if (n >= IndexWrap::kFastLimit || w.count >= IndexWrap::kFastLimit) return n % w.count;
+  const uint32_t n32 = static_cast<uint32_t>(n);
+#if defined(__CUDA_ARCH__)
+  const uint32_t high = __umulhi(n32, w.multiplier);
+#else
+  const uint32_t high = static_cast<uint32_t>((uint64_t(n32) * w.multiplier) >> 32);
+#endif
+  const uint32_t quotient = (high + n32) >> w.shift;  // (no overflow: both terms below 2^31)
+  return n - static_cast<int64_t>(quotient) * w.count;
+}
+
 template <typename S>
 struct NeuronValues {
   S tau, v_c, a0, v_threshold, v_rest, v_reset;  // v_reset: 0 for the soft reset
@@ -100,7 +113,8 @@ struct NeuronValues {
   // Neuron n's: each parameter from its array where given (at n % its count), else the number.
   QIF_HD static NeuronValues of(int64_t n, const ParamArrays& a, const NeuronValues& numbers) {
     auto value = [&](int j, S number) {
-      return a.values[j] ? static_cast<const S*>(a.values[j])[n % a.counts[j]] : number;
+      return a.values[j] ? static_cast<const S*>(a.values[j])[wrap_index(n, a.wraps[j])]
+                         : number;
     };
     return {value(kTau, numbers.tau),           value(kVC, numbers.v_c),
             value(kA0, numbers.a0),             value(kVThreshold, numbers.v_threshold),

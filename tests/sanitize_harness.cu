@@ -60,7 +60,7 @@ struct ParamBuffers {
     for (int j = 0; j < kNumParams; ++j) {
       if (j == kVReset && !hard_reset) continue;
       arrays.values[j] = filled<S>(count, around[j], 0.05f);
-      arrays.counts[j] = count;
+      arrays.wraps[j] = IndexWrap(count);
       grads.values[j] = filled<S>(neurons, 0.0f);
     }
   }

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "kernels/stream_io.cuh"
 #include "qif_buffers.h"
 #include "qif_math.h"
 
@@ -121,7 +122,8 @@ __device__ __forceinline__ void for_each_sum(ParamGradSums<S>& s, Fn&& fn) {
 }
 
 // Writes the wanted parameter gradients (grads.values[j] not nullptr) of neurons n .. n + kVec - 1
-// from their sums, element by element (the gradients' buffers need no alignment). The neurons'
+// from their sums, in one vector store each, as grad_v_init (n is a multiple of kVec, and XLA
+// aligns the per-neuron buffers as it aligns grad_v_init's). The neurons'
 // values are read again (make_params: NeuronParamsOf), so that the kernels need not hold tau,
 // which no step uses, in registers to the end.
 template <typename S, int kVec, typename MakeParams>
@@ -133,8 +135,10 @@ __device__ __forceinline__ void store_param_grads(const ParamGrads& grads, int64
   for (int j = 0; j < kNumParams; ++j) {
     S* grad = static_cast<S*>(grads.values[j]);
     if (!grad) continue;
+    Pack<S, kVec> pack;
 #pragma unroll
-    for (int k = 0; k < kVec; ++k) grad[n + k] = sums[k].gradient(j, params.values(k));
+    for (int k = 0; k < kVec; ++k) pack.v[k] = sums[k].gradient(j, params.values(k));
+    store_pack(grad + n, pack);
   }
 }
 
