@@ -213,18 +213,25 @@ __global__ void __launch_bounds__(kBulkThreads)
 }
 
 // Some parameter given as an array: each thread's neuron its own constants, its carried slope
-// and slope after the reset its own (registers); the stored streams chosen at run time.
-template <typename X, typename S, bool kHardReset, typename Bk>
+// and slope after the reset its own (registers). kStores = false: inference, nothing stored;
+// true: the stored streams chosen at run time.
+template <typename X, typename S, bool kHardReset, bool kStores, typename Bk>
 __global__ void __launch_bounds__(kBulkThreads)
     per_neuron_bulk_forward_kernel(const __grid_constant__ CUtensorMap x_map,
                                    const __grid_constant__ CUtensorMap spikes_map,
                                    ForwardArrays ptr, int64_t steps, int64_t inner,
                                    int64_t blocks_per_row, QifParams<S> shared, S v_init_value,
                                    NeuronValues<S> numbers) {
-  bulk_forward_walk<X, S, kHardReset, Bk>(x_map, spikes_map, ptr, steps, inner, blocks_per_row,
-                                          NeuronParamsOf<S, 1>{ptr.params, numbers, shared},
-                                          v_init_value, ptr.checkpoints != nullptr,
-                                          ptr.v_seq != nullptr);
+  const NeuronParamsOf<S, 1> make_params{ptr.params, numbers, shared};
+  if constexpr (kStores) {
+    bulk_forward_walk<X, S, kHardReset, Bk>(x_map, spikes_map, ptr, steps, inner, blocks_per_row,
+                                            make_params, v_init_value, ptr.checkpoints != nullptr,
+                                            ptr.v_seq != nullptr);
+  } else {
+    bulk_forward_walk<X, S, kHardReset, Bk>(x_map, spikes_map, ptr, steps, inner, blocks_per_row,
+                                            make_params, v_init_value, Fixed<false>{},
+                                            Fixed<false>{});
+  }
 }
 
 }  // namespace jaxqif::gpu

@@ -68,6 +68,11 @@ cudaError_t encode_stream(CUtensorMap* map, const void* data, const Layout& l, i
 // Whether the bulk forward can take this call: a device with the copy engine, x and spikes
 // 16-byte aligned with 16-byte rows (what tensor maps require), coordinates that fit 32 bits,
 // and all `blocks` resident at once (every block lives for the whole sequence).
+// Whether the call stores checkpoints or v_seq: a training forward's, not inference's.
+bool stores_a_stream(const ForwardCall& call) {
+  return call.ptr.checkpoints != nullptr || call.ptr.v_seq != nullptr;
+}
+
 template <typename X>
 bool bulk_forward_ok(const ForwardCall& call, size_t shared, int64_t blocks) {
   const Layout& l = call.layout;
@@ -105,11 +110,11 @@ bool launch_bulk_forward(const ForwardCall& call, const QifParams<typename D::St
         static_cast<S>(call.settings.v_init_value), numbers...);
     *status = cudaGetLastError();
   };
-  if (call.params.any()) {  // per-neuron constants; the stored streams chosen at run time
-    bool_switch([&]<bool kHardReset>() {
-      run(per_neuron_bulk_forward_kernel<X, S, kHardReset, Bk>,
+  if (call.params.any()) {  // per-neuron constants; inference apart, as in launch_forward
+    bool_switch([&]<bool kHardReset, bool kStores>() {
+      run(per_neuron_bulk_forward_kernel<X, S, kHardReset, kStores, Bk>,
           ForwardArrays{call.ptr, call.params}, NeuronValues<S>::numbers(call.settings));
-    }, call.settings.hard_reset);
+    }, call.settings.hard_reset, stores_a_stream(call));
     return true;
   }
   // One kernel per set of stored streams (inference: neither checkpoints nor v_seq).
@@ -144,13 +149,17 @@ cudaError_t launch_forward(const ForwardCall& call, cudaStream_t stream) {
     dispatch_forward_plan<X>(plan.plan, [&]<typename Sh>() {
       using Reader = StreamReader<Sh::kStaged, 1, Sh::kChunk, X, Sh::kVec>;
       const size_t shared = Sh::kStaged ? Reader::kStagedBytes : 0;
-      if (call.params.any()) {  // per-neuron constants; the stored streams chosen at run time
-        bool_switch([&]<bool kHardReset>() {
+      if (call.params.any()) {
+        // Per-neuron constants. Inference (no stream stored) has its own instance, with no
+        // registers held for the streams it never writes; a training forward's streams are
+        // chosen at run time (kStores: one instance for all three sets).
+        bool_switch([&]<bool kHardReset, bool kStores>() {
           status = launch(
-              forward_kernel<X, S, kHardReset, true, true, Sh, ForwardArrays, NeuronValues<S>>,
+              forward_kernel<X, S, kHardReset, kStores, kStores, Sh, ForwardArrays,
+                             NeuronValues<S>>,
               plan, shared, stream, ForwardArrays{call.ptr, call.params}, call.layout, p,
               call.settings.v_init_value, NeuronValues<S>::numbers(call.settings));
-        }, call.settings.hard_reset);
+        }, call.settings.hard_reset, stores_a_stream(call));
         return;
       }
       // One kernel per set of stored streams (inference: neither checkpoints nor v_seq).
