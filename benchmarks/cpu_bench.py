@@ -52,7 +52,6 @@ import os
 import platform
 import sys
 import time
-import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -61,7 +60,7 @@ sys.path.insert(0, str(HERE))  # the modules below, sj_baseline
 from implementations import JAXQIF, PURE_JAX, JaxImpl, SjImpl  # noqa: E402
 from problem import MODES, make_inputs, parse_shape, shape_n  # noqa: E402
 from report import fmt, geometric_mean, versions  # noqa: E402
-from sweep import Timing, finish_group, measure  # noqa: E402
+from sweep import Timing, finish_group, measure_row  # noqa: E402
 
 SJ_CPU = "spikingjelly-cpu"
 CPU_IMPLS = (JAXQIF, PURE_JAX, SJ_CPU)
@@ -184,31 +183,9 @@ def run(args, jax, jnp, impls: dict, unavailable: dict, deadline: float) -> list
             for mode in args.modes:
                 group = []
                 for impl in args.impls:
-                    row = dict(T=t, N=n, dtype=dtype, mode=mode, impl=impl, ms=None,
-                               ms_sync=None, ms_min=None, ms_max=None, batch=None, speedup=None,
-                               checksum=None, checksum_rel_diff=None, input_sets=sets, note=None)
-                    group.append(row)
-                    if data is None:
-                        row["note"] = "skipped: --max-seconds reached"
-                        continue
-                    if impl not in impls:
-                        row["note"] = unavailable.get(impl, "unavailable")
-                        continue
-                    if impl == SJ_CPU and not sj.xs:
-                        row["note"] = "no torch data"
-                        continue
-                    try:
-                        launch, sync, timer, checksum = (
-                            sj.case(mode) if impl == SJ_CPU else impls[impl].case(mode, *data))
-                        result = measure(launch, sync, args.timing, timer)
-                        row.update(ms=result["ms"], ms_sync=result["ms_sync"],
-                                   ms_min=result["ms_min"], ms_max=result["ms_max"],
-                                   batch=result["batch"], checksum=checksum(result["first"]))
-                        del result
-                    except Exception as error:  # noqa: BLE001 - record and go on
-                        row["note"] = f"error: {type(error).__name__}: {str(error)[:300]}"
-                        print(f"  {impl} {t}x{n} {dtype} {mode}: {row['note']}", file=sys.stderr)
-                        traceback.print_exc(file=sys.stderr)
+                    group.append(measure_row(
+                        dict(T=t, N=n, dtype=dtype, mode=mode, impl=impl, input_sets=sets),
+                        data, impls, unavailable, (SJ_CPU, sj), args.timing))
                 finish_group(group)  # speedup = row ms / fused ms; checksums against fused
                 rows.extend(group)
                 for row in group:

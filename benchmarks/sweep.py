@@ -150,33 +150,12 @@ def run_sweep(args, jax, jnp, impls: dict, sj_impl, bandwidth: float, deadline: 
                 floor_ms = t * n * FLOOR_BYTES[(mode, dtype)] / bandwidth * 1e3
                 group = []
                 for impl in args.impls:
-                    row = dict(T=t, N=n, dtype=dtype, mode=mode, impl=impl, ms=None,
-                               ms_sync=None, ms_min=None, ms_max=None, batch=None,
-                               floor_ms=floor_ms, x_floor=None, speedup=None, checksum=None,
-                               checksum_rel_diff=None, input_sets=sets, note=None)
+                    row = measure_row(dict(T=t, N=n, dtype=dtype, mode=mode, impl=impl,
+                                           floor_ms=floor_ms, input_sets=sets),
+                                      data, impls, unavailable, (SJ, sj_impl), args.timing)
+                    if row["ms"] is not None:
+                        row["x_floor"] = row["ms"] / floor_ms
                     group.append(row)
-                    if data is None:
-                        row["note"] = "skipped: --max-seconds reached"
-                        continue
-                    if impl not in impls:
-                        row["note"] = unavailable.get(impl, "unavailable")
-                        continue
-                    if impl == SJ and not sj_impl.xs:
-                        row["note"] = "no torch data"
-                        continue
-                    try:
-                        launch, sync, timer, checksum = (
-                            sj_impl.case(mode) if impl == SJ else impls[impl].case(mode, *data))
-                        result = measure(launch, sync, args.timing, timer)
-                        row.update(ms=result["ms"], ms_sync=result["ms_sync"],
-                                   ms_min=result["ms_min"], ms_max=result["ms_max"],
-                                   batch=result["batch"], x_floor=result["ms"] / floor_ms,
-                                   checksum=checksum(result["first"]))
-                        del result
-                    except Exception as error:  # noqa: BLE001 - record and go on
-                        row["note"] = f"error: {type(error).__name__}: {str(error)[:300]}"
-                        print(f"  {impl} {t}x{n} {dtype} {mode}: {row['note']}", file=sys.stderr)
-                        traceback.print_exc(file=sys.stderr)
                 finish_group(group)
                 rows.extend(group)
                 for row in group:
@@ -187,6 +166,38 @@ def run_sweep(args, jax, jnp, impls: dict, sj_impl, bandwidth: float, deadline: 
                 sj_impl.clear()
             del data
     return rows
+
+
+def measure_row(row: dict, data, impls: dict, unavailable: dict, torch_impl: tuple,
+                timing: Timing) -> dict:
+    """Times one implementation on one configuration (shape, dtype, mode: `row`'s keys) and
+    returns `row` completed with the result's fields, or with a note saying why there is none
+    (`data` None: the time budget ran out; an implementation missing from `impls`; an error,
+    recorded and printed, so that one failure does not end the sweep). `torch_impl`: (its name,
+    the SjImpl or None): SpikingJelly's cases, timed on torch data."""
+    row = dict(ms=None, ms_sync=None, ms_min=None, ms_max=None, batch=None, x_floor=None,
+               speedup=None, checksum=None, checksum_rel_diff=None, note=None, **row)
+    impl, (torch_name, torch_cases) = row["impl"], torch_impl
+    if data is None:
+        row["note"] = "skipped: --max-seconds reached"
+    elif impl not in impls:
+        row["note"] = unavailable.get(impl, "unavailable")
+    elif impl == torch_name and not torch_cases.xs:
+        row["note"] = "no torch data"
+    else:
+        try:
+            launch, sync, timer, checksum = (torch_cases.case(row["mode"]) if impl == torch_name
+                                             else impls[impl].case(row["mode"], *data))
+            result = measure(launch, sync, timing, timer)
+            row.update(ms=result["ms"], ms_sync=result["ms_sync"], ms_min=result["ms_min"],
+                       ms_max=result["ms_max"], batch=result["batch"],
+                       checksum=checksum(result["first"]))
+        except Exception as error:  # noqa: BLE001 - record and go on
+            row["note"] = f"error: {type(error).__name__}: {str(error)[:300]}"
+            print(f"  {impl} {row['T']}x{row['N']} {row['dtype']} {row['mode']}: {row['note']}",
+                  file=sys.stderr)
+            traceback.print_exc(file=sys.stderr)
+    return row
 
 
 def finish_group(group: list) -> None:
