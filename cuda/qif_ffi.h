@@ -309,39 +309,49 @@ inline ffi::Error check_backward(const ffi::AnyBuffer& grad_spikes,
 // jaxqif/primitives.py lowers to, appended to `binding` (ffi::Ffi::Bind(), with the platform's
 // context first, if any). An absent optional buffer has zero elements. The attributes are
 // decoded into the settings struct by name (XLA_FFI_REGISTER_STRUCT_ATTR_DECODING below): exactly
-// those of JAXQIF_NEURON_SETTINGS (and JAXQIF_BACKWARD_SETTINGS), each of its type.
+// those of JAXQIF_NEURON_SETTINGS (and JAXQIF_BACKWARD_SETTINGS), each of its type. Built from
+// the groups of buffers below, in the order of the handlers' parameters (a Binding is moved
+// only as a temporary: its move constructor is private).
 template <typename Binding>
-auto bind_forward(Binding binding) {
-  return std::move(binding)
-      .template Arg<ffi::AnyBuffer>()  // x
-      .template Arg<ffi::AnyBuffer>()  // v_init
-      .template Ret<ffi::AnyBuffer>()  // spikes
-      .template Ret<ffi::AnyBuffer>()  // v_final
-      .template Ret<ffi::AnyBuffer>()  // v_seq
-      .template Ret<ffi::AnyBuffer>()  // checkpoints
-      .template Attrs<NeuronSettings>();
+auto forward_operands(Binding&& binding) {
+  return std::forward<Binding>(binding)
+      .template Arg<ffi::AnyBuffer>()   // x
+      .template Arg<ffi::AnyBuffer>();  // v_init
 }
 
 template <typename Binding>
-auto bind_backward(Binding binding) {
-  return std::move(binding)
-      .template Arg<ffi::AnyBuffer>()  // grad_spikes
-      .template Arg<ffi::AnyBuffer>()  // grad_v_seq
-      .template Arg<ffi::AnyBuffer>()  // grad_v_final
-      .template Arg<ffi::AnyBuffer>()  // x
-      .template Arg<ffi::AnyBuffer>()  // checkpoints
-      .template Arg<ffi::AnyBuffer>()  // v_init
-      .template Ret<ffi::AnyBuffer>()  // grad_x
-      .template Ret<ffi::AnyBuffer>()  // grad_v_init
-      .template Attrs<BackwardSettings>();
+auto forward_results(Binding&& binding) {
+  return std::forward<Binding>(binding)
+      .template Ret<ffi::AnyBuffer>()   // spikes
+      .template Ret<ffi::AnyBuffer>()   // v_final
+      .template Ret<ffi::AnyBuffer>()   // v_seq
+      .template Ret<ffi::AnyBuffer>();  // checkpoints
 }
 
-// The v3 interface: the same, and the six parameters as operands after v_init (absent: zero
-// elements, the attribute's number) and their per-neuron gradients as results after
-// grad_v_init (absent: not wanted).
 template <typename Binding>
-auto bind_params(Binding binding) {
-  return std::move(binding)
+auto backward_operands(Binding&& binding) {
+  return std::forward<Binding>(binding)
+      .template Arg<ffi::AnyBuffer>()   // grad_spikes
+      .template Arg<ffi::AnyBuffer>()   // grad_v_seq
+      .template Arg<ffi::AnyBuffer>()   // grad_v_final
+      .template Arg<ffi::AnyBuffer>()   // x
+      .template Arg<ffi::AnyBuffer>()   // checkpoints
+      .template Arg<ffi::AnyBuffer>();  // v_init
+}
+
+template <typename Binding>
+auto backward_results(Binding&& binding) {
+  return std::forward<Binding>(binding)
+      .template Ret<ffi::AnyBuffer>()   // grad_x
+      .template Ret<ffi::AnyBuffer>();  // grad_v_init
+}
+
+// The v3 interface's additions: the six parameters as operands (absent: zero elements, the
+// attribute's number), and in the backward their per-neuron gradients as results (absent: not
+// wanted), in ParamIndex order.
+template <typename Binding>
+auto param_operands(Binding&& binding) {
+  return std::forward<Binding>(binding)
       .template Arg<ffi::AnyBuffer>()   // tau
       .template Arg<ffi::AnyBuffer>()   // v_c
       .template Arg<ffi::AnyBuffer>()   // a0
@@ -351,34 +361,39 @@ auto bind_params(Binding binding) {
 }
 
 template <typename Binding>
-auto bind_forward_v3(Binding binding) {
-  return bind_params(std::move(binding)
-                         .template Arg<ffi::AnyBuffer>()   // x
-                         .template Arg<ffi::AnyBuffer>())  // v_init
-      .template Ret<ffi::AnyBuffer>()                      // spikes
-      .template Ret<ffi::AnyBuffer>()                      // v_final
-      .template Ret<ffi::AnyBuffer>()                      // v_seq
-      .template Ret<ffi::AnyBuffer>()                      // checkpoints
+auto param_gradient_results(Binding&& binding) {
+  return std::forward<Binding>(binding)
+      .template Ret<ffi::AnyBuffer>()   // grad_tau
+      .template Ret<ffi::AnyBuffer>()   // grad_v_c
+      .template Ret<ffi::AnyBuffer>()   // grad_a0
+      .template Ret<ffi::AnyBuffer>()   // grad_v_threshold
+      .template Ret<ffi::AnyBuffer>()   // grad_v_rest
+      .template Ret<ffi::AnyBuffer>();  // grad_v_reset
+}
+
+template <typename Binding>
+auto bind_forward(Binding&& binding) {
+  return forward_results(forward_operands(std::forward<Binding>(binding)))
       .template Attrs<NeuronSettings>();
 }
 
 template <typename Binding>
-auto bind_backward_v3(Binding binding) {
-  return bind_params(std::move(binding)
-                         .template Arg<ffi::AnyBuffer>()   // grad_spikes
-                         .template Arg<ffi::AnyBuffer>()   // grad_v_seq
-                         .template Arg<ffi::AnyBuffer>()   // grad_v_final
-                         .template Arg<ffi::AnyBuffer>()   // x
-                         .template Arg<ffi::AnyBuffer>()   // checkpoints
-                         .template Arg<ffi::AnyBuffer>())  // v_init
-      .template Ret<ffi::AnyBuffer>()                      // grad_x
-      .template Ret<ffi::AnyBuffer>()                      // grad_v_init
-      .template Ret<ffi::AnyBuffer>()                      // grad_tau
-      .template Ret<ffi::AnyBuffer>()                      // grad_v_c
-      .template Ret<ffi::AnyBuffer>()                      // grad_a0
-      .template Ret<ffi::AnyBuffer>()                      // grad_v_threshold
-      .template Ret<ffi::AnyBuffer>()                      // grad_v_rest
-      .template Ret<ffi::AnyBuffer>()                      // grad_v_reset
+auto bind_backward(Binding&& binding) {
+  return backward_results(backward_operands(std::forward<Binding>(binding)))
+      .template Attrs<BackwardSettings>();
+}
+
+// v3: the parameters after v_init, their gradients after grad_v_init.
+template <typename Binding>
+auto bind_forward_v3(Binding&& binding) {
+  return forward_results(param_operands(forward_operands(std::forward<Binding>(binding))))
+      .template Attrs<NeuronSettings>();
+}
+
+template <typename Binding>
+auto bind_backward_v3(Binding&& binding) {
+  return param_gradient_results(
+             backward_results(param_operands(backward_operands(std::forward<Binding>(binding)))))
       .template Attrs<BackwardSettings>();
 }
 
