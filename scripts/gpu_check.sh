@@ -4,10 +4,11 @@
 #   bash scripts/gpu_check.sh [build] [test] [sanitize] [racecheck] [sanitize-jax] [bench]
 #                             [bench-full] [profile] [profile-stalls]
 # (default: build test sanitize bench). `sanitize` runs racecheck and memcheck on
-# tests/sanitize_harness.cu, `racecheck` only the former; `sanitize-jax` memcheck through JAX
-# (tests/gpu_sanitize.py); `profile` times every kernel of one inference and one training call
-# per benchmark shape with Nsight Compute (duration, DRAM bytes, registers) and writes each
-# call's kernel time against the floor (kernels.md).
+# tests/sanitize_harness.cu, `racecheck` only the former (HARNESS_PART=numbers or arrays: half
+# of the harness's runs); `sanitize-jax` memcheck through JAX (tests/gpu_sanitize.py);
+# `profile` times every kernel of one inference and one training call per benchmark shape
+# with Nsight Compute (duration, DRAM bytes, registers) and writes each call's kernel time
+# against the floor (kernels.md).
 # Logs and results go to $OUT (default ./gpu-results): at most 7 files, as few come back from a
 # leased machine.
 set -uo pipefail
@@ -57,16 +58,19 @@ if has sanitize || has racecheck; then
       && cp /tmp/harness/jaxqif_sanitize_harness /tmp/sanitize_harness; } >/tmp/harness_build.log 2>&1 \
     || { tail -20 /tmp/harness_build.log; status=1; }
   tools=(racecheck memcheck); has sanitize || tools=(racecheck)
+  # HARNESS_PART=numbers or arrays: half the runs (racecheck over both takes longer than one
+  # device call allows: run the halves in two calls)
+  part=${HARNESS_PART:-both}
   {
-    /tmp/sanitize_harness
+    /tmp/sanitize_harness "$part"
     for tool in "${tools[@]}"; do
-      compute-sanitizer --tool "$tool" --error-exitcode 3 /tmp/sanitize_harness
-      echo "compute-sanitizer $tool (harness) exit code: $?"
+      compute-sanitizer --tool "$tool" --error-exitcode 3 /tmp/sanitize_harness "$part"
+      echo "compute-sanitizer $tool (harness, $part) exit code: $?"
     done
   } >"$OUT/sanitize.log" 2>&1
   grep -E "harness|ERROR SUMMARY|RACECHECK SUMMARY|exit code" "$OUT/sanitize.log" | tail -8
   for tool in "${tools[@]}"; do
-    grep -q "$tool (harness) exit code: 0" "$OUT/sanitize.log" || status=1
+    grep -q "$tool (harness, $part) exit code: 0" "$OUT/sanitize.log" || status=1
   done
 fi
 

@@ -9,9 +9,12 @@
 // (the scalar kernels), and with every parameter given as an array (the per-neuron kernels) and
 // every parameter gradient asked for, the arrays' length taking turns between 1, a divisor of
 // the neuron count (a feature axis) and the neuron count. Exits nonzero on any CUDA error.
+//   jaxqif_sanitize_harness [numbers | arrays]   (default: both halves; racecheck over both
+//                                                  takes longer than one device call allows)
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "kernels/stream_io.cuh"  // to_state, from_state
@@ -148,7 +151,13 @@ void run(const Layout& l, bool hard_reset, bool grad_v_seq, int64_t surrogate,
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  const std::string part = argc > 1 ? argv[1] : "both";
+  if (part != "both" && part != "numbers" && part != "arrays") {
+    std::fprintf(stderr, "usage: %s [numbers | arrays]\n", argv[0]);
+    return 2;
+  }
+  const bool numbers = part != "arrays", arrays = part != "numbers";
   // {outer, steps, inner}: few neurons (forward: bulk deep where rows are whole 16-byte
   // units, else staged deep; backward: segmented, 16 warps per 32 groups, the last block part
   // empty; odd inner: 16-bit types take the narrow long plan), one step, whole rounds (128 steps
@@ -189,16 +198,16 @@ int main() {
           for (ffi::DataType dtype : kDTypes) {
             const int64_t param_count = param_counts[turn++ % 3];
             dispatch_dtype<gpu::CudaDType>(dtype, [&]<typename D>() {
-              run<D>(l, hard_reset, grad_v_seq, surrogate, 0);
-              run<D>(l, hard_reset, grad_v_seq, surrogate, param_count);
+              if (numbers) run<D>(l, hard_reset, grad_v_seq, surrogate, 0);
+              if (arrays) run<D>(l, hard_reset, grad_v_seq, surrogate, param_count);
             });
-            runs += 2;
+            runs += numbers + arrays;
           }
         }
       }
     }
   }
   std::printf("sanitize_harness: %d forward + backward runs (%d with parameter arrays)\n", runs,
-              runs / 2);
+              arrays ? (numbers ? runs / 2 : runs) : 0);
   return 0;
 }
