@@ -518,11 +518,17 @@ struct ParamGradSums {
   QIF_HD void add(const StepDerivatives<S>& d, S h, S v_prev, S x, S grad_spike,
                   const QifParams<S>& p, const NeuronValues<S>& n) {
     const S dv_ds = kHardReset ? (qif_is_finite(h) ? p.v_reset - h : S(0)) : -p.v_threshold;
-    const S g_s = p.detach_reset ? grad_spike : grad_spike + d.c * dv_ds;
+    // (detach_reset as a factor, as in qif_dv_dh: no choice on a call-wide flag in the CPU's
+    // vectorized loops)
+    const S attached = p.detach_reset ? S(0) : S(1);
+    const S g_s = grad_spike + attached * (d.c * dv_ds);
     const S fired = d.spike ? S(1) : S(0);
     threshold -= g_s * d.sg;
-    if (kHardReset) reset += d.c * fired;
-    else threshold -= d.c * fired;
+    if constexpr (kHardReset) {
+      reset += d.c * fired;
+    } else {
+      threshold -= d.c * fired;
+    }
     const S from_v_rest = v_prev - n.v_rest, from_v_c = v_prev - n.v_c;
     const S product = from_v_rest * from_v_c;
     charge += d.grad_h * (x + n.a0 * product);

@@ -118,6 +118,18 @@ Block block_at(const Layout& l, int64_t index) {
   return {o, i0, std::min(kBlock, l.inner - i0)};
 }
 
+// values[(n0 + i) % wrap.count] for i in [0, count) into out: a compact parameter array's
+// values for neurons n0 .. n0 + count - 1, copied in contiguous runs.
+template <typename S>
+void copy_wrapped(const S* values, const IndexWrap& wrap, int64_t n0, int64_t count, S* out) {
+  int64_t index = wrap_index(n0, wrap);
+  for (int64_t i = 0; i < count; index = 0) {
+    const int64_t run = std::min(count - i, wrap.count - index);
+    std::copy(values + index, values + index + run, out + i);
+    i += run;
+  }
+}
+
 // The constants of a block's neurons. kPerNeuron = false: the call's QifParams, the same for
 // every neuron (all parameters are numbers). kPerNeuron = true: each neuron's own, folded when
 // the block is loaded (QifParams's per-neuron constructor) into arrays that the loops over the
@@ -128,16 +140,30 @@ class BlockParams {
   BlockParams(const QifParams<S>& shared, const ParamArrays& arrays, const NeuronSettings& s)
       : shared_(shared), arrays_(arrays), numbers_(NeuronValues<S>::numbers(s)) {}
 
+  // Each parameter's values for the block's neurons first (NeuronValues::of's, a column at a
+  // time: contiguous runs of its array, or its number), then the fold, in a loop that vectorizes
+  // (a neuron at a time, the lookups' choices kept it scalar: a third of a short training step).
   void load(const Block& b, const Layout& l) {
     if constexpr (kPerNeuron) {
       const int64_t n0 = b.first_neuron(l);
+      S* const columns[kNumParams] = {tau_, v_c_, a0_, threshold_, v_rest_, reset_};
+      const S numbers[kNumParams] = {numbers_.tau,         numbers_.v_c,    numbers_.a0,
+                                     numbers_.v_threshold, numbers_.v_rest, numbers_.v_reset};
+      for (int j = 0; j < kNumParams; ++j) {
+        if (arrays_.values[j]) {
+          copy_wrapped(static_cast<const S*>(arrays_.values[j]), arrays_.wraps[j], n0, b.count,
+                       columns[j]);
+        } else {
+          std::fill(columns[j], columns[j] + b.count, numbers[j]);
+        }
+      }
       for (int64_t i = 0; i < b.count; ++i) {
-        const NeuronValues<S> v = NeuronValues<S>::of(n0 + i, arrays_, numbers_);
-        tau_[i] = v.tau, v_c_[i] = v.v_c, a0_[i] = v.a0, v_rest_[i] = v.v_rest;
-        const QifParams<S> p(v, shared_);
+        // (v_threshold and v_reset go into QifParams unchanged: their columns serve as both)
+        const QifParams<S> p(
+            NeuronValues<S>{tau_[i], v_c_[i], a0_[i], threshold_[i], v_rest_[i], reset_[i]},
+            shared_);
         inv_tau_[i] = p.inv_tau, v2_[i] = p.charge_v2, v1_[i] = p.charge_v1;
-        v0_[i] = p.charge_v0, threshold_[i] = p.v_threshold, reset_[i] = p.v_reset;
-        slope_[i] = p.dh_dv_slope;
+        v0_[i] = p.charge_v0, slope_[i] = p.dh_dv_slope;
       }
     }
   }
@@ -268,11 +294,14 @@ template <SurrogateKind kKind, bool kHardReset, bool kPerNeuron, bool kParamGrad
         g_spike[i] = grad_spikes ? S(to_state(grad_spikes[row + i])) : S(0);
         g_v[i] = grad_v_seq ? grad_v_seq[row + i] : S(0);
       }
-      auto step = [&](int64_t i, const QifParams<S>& p, S v_prev) {
+      // (always inlined: left a call, as GCC leaves it where the parameter gradients make it
+      // long, the loops below do not vectorize)
+      auto step = [&](int64_t i, const QifParams<S>& p, S v_prev) __attribute__((always_inline)) {
         S grad_h;
         if constexpr (kParamGrads) {
           grad_h = qif_backward_step<kKind, kHardReset>(
-              h[u][i], v_prev, g_spike[i], g_v[i], carry[i], p, [&](const StepDerivatives<S>& d) {
+              h[u][i], v_prev, g_spike[i], g_v[i], carry[i], p,
+              [&](const StepDerivatives<S>& d) __attribute__((always_inline)) {
                 ParamGradSums<S> sums{charge[i],   curvature[i], from_rest[i],
                                       from_c[i],   threshold[i], reset[i]};
                 sums.template add<kHardReset>(d, h[u][i], v_prev, S(to_state(x[row + i])),
