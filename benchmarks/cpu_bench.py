@@ -4,7 +4,9 @@ Why this module exists: the issue "The CPU kernels as fast, relative to their ma
 GPU ones" asks for a CPU section with the three implementations side by side in one run, on a
 grid of its own. bench.py stays the GPU benchmark (its flags and outputs unchanged); this is
 its CPU counterpart on the same modules: the problem and inputs of problem.py, the wrappers of
-implementations.py and sj_baseline.py, the timing method of sweep.py.
+implementations.py and sj_baseline.py, the timing method of sweep.py. A fourth column,
+jaxqif-arrays (tau and v_threshold per feature, and their gradients in fwd+bwd, as in
+bench.py), gives what learnable parameters cost on the CPU.
 
 Run (on any machine; it always runs on JAX's CPU backend and torch's CPU tensors)::
 
@@ -57,14 +59,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # the modules below, sj_baseline
 
-from implementations import JAXQIF, PURE_JAX, JaxImpl, SjImpl  # noqa: E402
+from implementations import JAXQIF, JAXQIF_ARRAYS, PURE_JAX, JaxImpl, SjImpl  # noqa: E402
 from problem import MODES, make_inputs, parse_shape, shape_n  # noqa: E402
 from report import fmt, geometric_mean, versions  # noqa: E402
 from sweep import Timing, finish_group, measure_row  # noqa: E402
 
 SJ_CPU = "spikingjelly-cpu"
-CPU_IMPLS = (JAXQIF, PURE_JAX, SJ_CPU)
-IMPL_TITLES = {JAXQIF: "fused", PURE_JAX: "lax.scan", SJ_CPU: "SpikingJelly"}
+CPU_IMPLS = (JAXQIF, PURE_JAX, SJ_CPU, JAXQIF_ARRAYS)
+IMPL_TITLES = {JAXQIF: "fused", PURE_JAX: "lax.scan", SJ_CPU: "SpikingJelly",
+               JAXQIF_ARRAYS: "fused, per-feature tau and v_threshold"}
 CPU_SHAPES = [(16, 65536), (64, 16384), (256, 4096), (1024, 256), (4096, 64)]
 CPU_DTYPES = ("float32", "float64", "bfloat16", "float16")
 CPU_TIMING = Timing(warmup=2, single_calls=3, reps=7, batch_ms=20.0, max_batch=50)
@@ -228,7 +231,7 @@ def derived(rows: list) -> dict:
     for dtype in dtypes:
         for mode in modes:
             entry = {"dtype": dtype, "mode": mode}
-            for impl in (JAXQIF, PURE_JAX, SJ_CPU):
+            for impl in CPU_IMPLS:
                 values = [ms[(t, n, dtype, mode, impl)] for t, n in shapes
                           if (t, n, dtype, mode, impl) in ms]
                 entry[f"{impl}_ms"] = geometric_mean(values)
@@ -366,8 +369,11 @@ def main(argv=None) -> int:
         try:  # fails when jaxqif was installed without its CPU library
             jax.block_until_ready(jaxqif.qif_multistep(jnp.zeros((2, 8)), backend="ffi"))
             impls[JAXQIF] = JaxImpl(jax, jnp, jaxqif, "ffi")
+            if JAXQIF_ARRAYS in args.impls:
+                impls[JAXQIF_ARRAYS] = JaxImpl(jax, jnp, jaxqif, "ffi", per_feature=True)
         except Exception as error:  # noqa: BLE001
-            unavailable[JAXQIF] = f"unavailable: {type(error).__name__}: {error}"
+            for impl in (JAXQIF, JAXQIF_ARRAYS):
+                unavailable[impl] = f"unavailable: {type(error).__name__}: {error}"
             print(f"jaxqif fused kernel {unavailable[JAXQIF]}", file=sys.stderr)
     if PURE_JAX in args.impls:
         impls[PURE_JAX] = JaxImpl(jax, jnp, jaxqif, "jax")
