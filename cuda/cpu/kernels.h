@@ -140,9 +140,9 @@ class BlockParams {
   BlockParams(const QifParams<S>& shared, const ParamArrays& arrays, const NeuronSettings& s)
       : shared_(shared), arrays_(arrays), numbers_(NeuronValues<S>::numbers(s)) {}
 
-  // Each parameter's values for the block's neurons first (NeuronValues::of's, a column at a
-  // time: contiguous runs of its array, or its number), then the fold, in a loop that vectorizes
-  // (a neuron at a time, the lookups' choices kept it scalar: a third of a short training step).
+  // Each parameter's values for the block's neurons first, a column at a time (contiguous runs
+  // of its array, or its number), then the fold, in a loop that vectorizes (NeuronValues::of a
+  // neuron at a time kept it scalar: its choices and divisions per neuron).
   void load(const Block& b, const Layout& l) {
     if constexpr (kPerNeuron) {
       const int64_t n0 = b.first_neuron(l);
