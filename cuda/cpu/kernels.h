@@ -142,7 +142,7 @@ class BlockParams {
 
   // Each parameter's values for the block's neurons first, a column at a time (contiguous runs
   // of its array, or its number), then the fold, in a loop that vectorizes (NeuronValues::of a
-  // neuron at a time kept it scalar: its choices and divisions per neuron).
+  // neuron at a time, with a choice per parameter, kept it scalar).
   void load(const Block& b, const Layout& l) {
     if constexpr (kPerNeuron) {
       const int64_t n0 = b.first_neuron(l);
