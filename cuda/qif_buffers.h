@@ -44,8 +44,8 @@ enum ParamIndex : int { kTau, kVC, kA0, kVThreshold, kVRest, kVReset, kNumParams
 // n % count by a multiply and a shift (Granlund and Montgomery, "Division by invariant integers
 // using multiplication"), for n and count below 2^31; larger ones divide (wrap_index,
 // qif_math.h). The per-neuron kernels look each parameter of each neuron up at n % count, and
-// a division of 64-bit integers is a software routine of some 70 instructions on the GPU: at
-// few steps per neuron it cost more than the steps themselves.
+// a division of 64-bit integers is a software routine of some 70 instructions on the GPU (the
+// H100 benchmark moved by a few percent only when this replaced it: not what bounds that path).
 struct IndexWrap {
   static constexpr int64_t kFastLimit = int64_t(1) << 31;
   int64_t count = 1;
