@@ -3,7 +3,7 @@
 // the kernels.
 #pragma once
 
-#include <cstdint>
+#include "std_headers.h"
 
 namespace jaxqif {
 

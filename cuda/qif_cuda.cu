@@ -1,12 +1,12 @@
-// XLA FFI handlers of the fused CUDA kernels: check the call and launch it on XLA's stream
-// (launch/forward_launch.h, launch/backward_launch.h). No kernel is compiled here.
+// XLA FFI handlers of the nvcc-built CUDA kernels: check the call and launch it on XLA's stream
+// (launch/cuda_launch.h). No kernel is compiled here.
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <string>
 
-#include "launch/backward_launch.h"
-#include "launch/forward_launch.h"
+#include "launch/backward_launch.h"  // with_surrogate_reset
+#include "launch/cuda_launch.h"
+#include "launch/launch.h"  // check_launchable
 #include "qif_ffi.h"
 #include "qif_math.h"
 #include "static_switch.h"
@@ -16,35 +16,16 @@ namespace jaxqif {
 
 namespace {
 
-ffi::Error launch_status(const char* what, cudaError_t status) {
-  if (status == cudaSuccess) return ffi::Error::Success();
-  return ffi::Error::Internal(std::string("jaxqif: launching the ") + what +
-                              " kernel failed: " + cudaGetErrorString(status));
-}
-
-// Grids are at most 2^31 - 1 blocks of at least 32 threads.
-ffi::Error check_launchable(const Layout& l) {
-  if (l.neurons() > int64_t{32} * 0x7fffffff) {
-    return ffi::Error::InvalidArgument("jaxqif: too many neurons for one launch");
-  }
-  return ffi::Error::Success();
-}
-
 ffi::Error cuda_forward(cudaStream_t stream, const ForwardCall& call) {
-  JAXQIF_RETURN_IF_ERROR(check_launchable(call.layout));
-  return launch_status("forward", gpu::launch_forward(call, stream));
+  JAXQIF_RETURN_IF_ERROR(gpu::check_launchable(call.layout));
+  return gpu::cuda_launch_forward(call, stream);
 }
 
 ffi::Error cuda_backward(cudaStream_t stream, const BackwardCall& call) {
-  JAXQIF_RETURN_IF_ERROR(check_launchable(call.layout));
-  cudaError_t status = cudaSuccess;
-  const bool known = dispatch_surrogate_reset(
-      call.settings.surrogate, call.settings.neuron.hard_reset,
-      [&]<SurrogateKind kKind, bool kHardReset>() {
-        status = gpu::launch_backward<kKind, kHardReset>(call, stream);
-      });
-  if (!known) return no_kernel("surrogate", call.settings.surrogate);
-  return launch_status("backward", status);
+  JAXQIF_RETURN_IF_ERROR(gpu::check_launchable(call.layout));
+  return gpu::with_surrogate_reset(call, [&]<SurrogateKind kKind, bool kHardReset>() {
+    return gpu::cuda_launch_backward<kKind, kHardReset>(call, stream);
+  });
 }
 
 // v2: neuron parameters as numbers; v3: and any of them as arrays (jaxqif/_library.py).

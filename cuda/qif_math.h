@@ -3,10 +3,11 @@
 // and float32 inputs; double for float64), one neuron at a time.
 #pragma once
 
-#include <cfloat>
+#include "std_headers.h"
+#if !defined(__CUDACC_RTC__)  // the host's std::fma and std::memcpy (NVRTC compiles no host code)
 #include <cmath>
-#include <cstdint>
 #include <cstring>
+#endif
 
 #include "qif_buffers.h"
 #include "surrogates.h"

@@ -9,7 +9,7 @@
 // and its class in jaxqif/surrogate.py (see cuda/README.md).
 #pragma once
 
-#include <cstdint>
+#include "std_headers.h"
 
 // Keep one entry per line, as `  X(Name, id)`: CMakeLists.txt reads the names from these lines.
 #define JAXQIF_SURROGATES(X) \
@@ -43,6 +43,18 @@ constexpr bool surrogate_ids_in_order() {
   return true;
 }
 }  // namespace internal
+
+// The enumerator's name without its k: "Sigmoid", ... (nullptr for an id not in the list).
+constexpr const char* surrogate_name(SurrogateKind kind) {
+  switch (kind) {
+#define JAXQIF_SURROGATE_NAME(NAME, ID) \
+  case SurrogateKind::k##NAME:          \
+    return #NAME;
+    JAXQIF_SURROGATES(JAXQIF_SURROGATE_NAME)
+#undef JAXQIF_SURROGATE_NAME
+  }
+  return nullptr;
+}
 
 constexpr int64_t kNumSurrogates =
     static_cast<int64_t>(sizeof(internal::kSurrogateIds) / sizeof(internal::kSurrogateIds[0]));

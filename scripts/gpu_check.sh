@@ -2,13 +2,17 @@
 # On a CUDA machine: build jaxqif with its CUDA library, run the GPU tests, compute-sanitizer
 # (memcheck and racecheck) on every kernel variant, and a quick benchmark, in one go.
 #   bash scripts/gpu_check.sh [build] [test] [sanitize] [racecheck] [sanitize-jax] [bench]
-#                             [bench-full] [profile] [profile-stalls]
+#                             [bench-full] [profile] [profile-stalls] [rtc] [rtc-bench]
+#                             [rtc-suite]
 # (default: build test sanitize bench). `sanitize` runs racecheck and memcheck on
 # tests/sanitize_harness.cu, `racecheck` only the former (HARNESS_PART=numbers or arrays: half
 # of the harness's runs); `sanitize-jax` memcheck through JAX (tests/gpu_sanitize.py);
 # `profile` times every kernel of one inference and one training call per benchmark shape
 # with Nsight Compute (duration, DRAM bytes, registers) and writes each call's kernel time
-# against the floor (kernels.md).
+# against the floor (kernels.md). The run-time compiled kernels (NVRTC through CuPy): `rtc` checks
+# them against the nvcc-built ones (tests/test_rtc.py's GPU test: bit for bit, the cache), `rtc-bench`
+# times both side by side (benchmarks/rtc_bench.py), `rtc-suite` rebuilds the package without
+# nvcc (hidden from PATH, JAXQIF_CUDA=OFF) and runs the whole GPU test suite through them.
 # Logs and results go to $OUT (default ./gpu-results): at most 7 files, as few come back from a
 # leased machine.
 set -uo pipefail
@@ -44,6 +48,35 @@ if has test; then
   step "GPU tests"
   python3 -m pytest -q -m gpu -n 12 -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.log" | tail -15
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
+
+if has rtc; then
+  step "run-time compiled kernels against the nvcc-built ones"
+  python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/test_rtc.py 2>&1 | tee "$OUT/rtc.log" | tail -6
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
+
+if has rtc-bench; then
+  step "run-time compiled and nvcc-built kernels, side by side"
+  python3 benchmarks/rtc_bench.py --rounds "${RTC_ROUNDS:-1}" --max-seconds "${RTC_SECONDS:-50}" \
+    --out-dir "$OUT" 2>&1 | tail -45
+fi
+
+if has rtc-suite; then
+  step "the GPU tests through the run-time compiled kernels, built without nvcc"
+  no_nvcc_path=$(echo "$PATH" | tr ':' '\n' | grep -v cuda | paste -sd:)
+  # A clean rebuild: the nvcc-built library must not be left in the package.
+  PATH=$no_nvcc_path JAXQIF_CUDA=OFF python3 -m pip install --no-build-isolation --no-deps -e . \
+    >"$OUT/rtc_build.log" 2>&1 || { tail -20 "$OUT/rtc_build.log"; exit 1; }
+  PATH=$no_nvcc_path python3 -c "import shutil, jaxqif._library as l
+assert shutil.which('nvcc') is None
+print('nvcc:', shutil.which('nvcc'), '| CUDA kernels:', l.kernel_source('cuda'), l.library_path('cuda'))"
+  export JAXQIF_CACHE_DIR=${JAXQIF_CACHE_DIR:-/tmp/jaxqif-cache}
+  start=$SECONDS
+  PATH=$no_nvcc_path python3 -m pytest -q -m gpu -n 12 -p no:cacheprovider tests 2>&1 \
+    | tee "$OUT/rtc_suite.log" | tail -8
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  echo "GPU suite through the run-time path: $((SECONDS - start)) s (kernels compiled on first use, cache $JAXQIF_CACHE_DIR: $(ls "$JAXQIF_CACHE_DIR/kernels" | grep -c name) instances)"
 fi
 
 if has sanitize || has racecheck; then

@@ -18,9 +18,9 @@
 #include <vector>
 
 #include "kernels/stream_io.cuh"  // to_state, from_state
-#include "launch/backward_launch.h"
-#include "launch/cuda_dtypes.h"
-#include "launch/forward_launch.h"
+#include "launch/backward_launch.h"  // with_surrogate_reset
+#include "launch/cuda_launch.h"
+#include "launch/cuda_launcher.cuh"  // CudaDType
 #include "static_switch.h"
 
 namespace {
@@ -30,6 +30,13 @@ using namespace jaxqif;
 void check(cudaError_t status, const char* what) {
   if (status != cudaSuccess) {
     std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(status));
+    std::exit(1);
+  }
+}
+
+void check(const ffi::Error& status, const char* what) {
+  if (!status.success()) {
+    std::fprintf(stderr, "%s: %s\n", what, status.message().c_str());
     std::exit(1);
   }
 }
@@ -127,7 +134,7 @@ void run(const Layout& l, bool hard_reset, bool grad_v_seq, int64_t surrogate,
                                            {x, start, spikes, v_final, v_seq, checkpoints}};
   for (const ForwardPointers& pointers : variants) {
     forward.ptr = pointers;
-    check(gpu::launch_forward(forward, nullptr), "forward launch");
+    check(gpu::cuda_launch_forward(forward, nullptr), "forward launch");
   }
   const BackwardCall backward{
       {grad_spikes, grad_v_seq ? grad_v : nullptr, grad_v_final, x, checkpoints,
@@ -137,11 +144,10 @@ void run(const Layout& l, bool hard_reset, bool grad_v_seq, int64_t surrogate,
       {.neuron = neuron, .detach_reset = false, .surrogate = surrogate, .alpha = 4.0},
       arrays,
       param_grads};
-  cudaError_t status = cudaErrorInvalidValue;  // an unknown surrogate
-  dispatch_surrogate_reset(surrogate, hard_reset, [&]<SurrogateKind kKind, bool kHardReset>() {
-    status = gpu::launch_backward<kKind, kHardReset>(backward, nullptr);
-  });
-  check(status, "backward launch");
+  check(gpu::with_surrogate_reset(backward, [&]<SurrogateKind kKind, bool kHardReset>() {
+          return gpu::cuda_launch_backward<kKind, kHardReset>(backward, nullptr);
+        }),
+        "backward launch");
   check(cudaDeviceSynchronize(), "kernels");
   for (void* p : std::vector<void*>{x, v_init, spikes, v_final, v_seq, checkpoints, grad_spikes,
                                     grad_v, grad_v_final, grad_x, grad_v_init}) {

@@ -14,11 +14,18 @@
 // launch (tensor maps, the residency check) is launch/forward_launch.cu's.
 #pragma once
 
+#if defined(__CUDACC_RTC__)
+// NVRTC compiles no host header such as <cuda.h>: its tensor map type, as cuda.h lays it out
+// (the launch fills it; the kernel only passes its address to the copy engine).
+typedef struct alignas(64) CUtensorMap_st {
+  unsigned long long opaque[16];
+} CUtensorMap;
+#else
 #include <cuda.h>  // CUtensorMap
-
-#include <cstdint>
+#endif
 #include <cuda/ptx>
-#include <type_traits>
+
+#include "std_headers.h"
 
 #include "kernels/neuron_params.cuh"
 #include "kernels/shapes.h"

@@ -8,7 +8,7 @@
 // Device code only, with no host-only include: a kernel header (see cuda/README.md).
 #pragma once
 
-#include <cstdint>
+#include "std_headers.h"
 
 #include "kernels/neuron_params.cuh"
 #include "kernels/stream_io.cuh"

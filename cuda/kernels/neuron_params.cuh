@@ -10,8 +10,7 @@
 // Device code only, with no host-only include: a kernel header (see cuda/README.md).
 #pragma once
 
-#include <cstdint>
-#include <type_traits>
+#include "std_headers.h"
 
 #include "kernels/stream_io.cuh"
 #include "qif_buffers.h"

@@ -7,9 +7,7 @@
 
 #include <cuda_pipeline.h>
 
-#include <cstddef>
-#include <cstdint>
-#include <type_traits>
+#include "std_headers.h"
 
 #include "kernels/neuron_params.cuh"
 #include "kernels/shapes.h"
@@ -20,24 +18,12 @@
 namespace jaxqif::gpu {
 
 // The segmented plan: a segment is one checkpoint interval, so that each warp starts its
-// recomputation of H from a checkpoint; shared-memory ring depth (the most segments per block,
-// kMaxSegments, is in kernels/shapes.h).
-constexpr int kSegmentSlots = 3;
-
+// recomputation of H from a checkpoint. Its shared memory: kernels/shapes.h's
+// segmented_shared_bytes, from these readers' rings.
 template <typename X, typename Sh>
 using SegmentInputReader = StreamReader<true, -1, Sh::kChunk, X, Sh::kVec, kSegmentSlots>;
 template <typename S, typename Sh>
 using SegmentStateReader = StreamReader<true, -1, Sh::kChunk, S, Sh::kVec, kSegmentSlots>;
-
-// Shared memory per thread of segmented_backward_kernel: the rings of x, grad_spikes (and
-// grad_v_seq), two rounds of composites (decay and drive), and two more values per thread, of
-// which the first 2 x 32 hold the G passed from one round to the next (two rounds alternating).
-template <typename X, typename S, typename Sh>
-constexpr size_t segmented_shared_bytes(bool has_grad_v_seq) {
-  return SegmentInputReader<X, Sh>::kStagedBytes * 2 +
-         SegmentStateReader<S, Sh>::kStagedBytes * has_grad_v_seq +
-         6 * sizeof(Pack<S, Sh::kVec>);
-}
 
 // Time-parallel backward for layouts with too few neurons to fill the GPU (long sequences of
 // a small layer), where one thread walking all T steps leaves the GPU idle. A block is 32 lanes
@@ -302,9 +288,6 @@ __global__ void __launch_bounds__(32 * kMaxSegments, 32 / kMaxSegments)
 // gradients; grad_v_seq chosen at run time. Its constants, H and sums beside the maps would
 // spill at the scalar kernel's 64 registers: compiled for one block per multiprocessor, of
 // kMaxSegments warps (128 registers), or of 8 for float64 (255; at 128 it spills).
-template <typename S>
-constexpr int kPerNeuronMaxSegments = sizeof(S) == 8 ? kMaxSegments / 2 : kMaxSegments;
-
 template <SurrogateKind kKind, bool kHardReset, typename X, typename S, typename Sh>
 __global__ void __launch_bounds__(32 * kPerNeuronMaxSegments<S>, 1)
     per_neuron_segmented_backward_kernel(BackwardArrays ptr, int64_t steps, int64_t inner,

@@ -10,8 +10,7 @@
 #include <cuda_fp16.h>
 #include <cuda_pipeline.h>
 
-#include <cstdint>
-#include <type_traits>
+#include "std_headers.h"
 
 #include "kernels/shapes.h"
 
@@ -90,10 +89,6 @@ __device__ __forceinline__ void store_pack(T* p, const Pack<T, kVec>& value) {
 // ---------------------------------------------------------------------------------------------
 // Prefetching reads of one [outer, T, inner] stream.
 
-// Shared-memory ring depth of the staged plans: kSlots - 1 chunks are in flight while one is
-// computed.
-constexpr int kSlots = 4;
-
 // Reads one stream for this thread's neurons, in chunks of kChunk steps: slot u of chunk c is
 // step first + kDirection * (c * stride + u), stride = kChunk unless given (the segmented
 // backward's chunks are W * kChunk steps apart). Steps outside [0, T) are never read. The kernel
@@ -111,7 +106,8 @@ class StreamReader {
   using Value = Pack<T, kVec>;
   static constexpr int kAhead = kStaged ? kRingSlots - 1 : 1;
   // Bytes of shared memory per thread in the staged plans.
-  static constexpr int kStagedBytes = kRingSlots * kChunk * static_cast<int>(sizeof(Value));
+  static constexpr int kStagedBytes = staged_stream_bytes(kRingSlots, kChunk, kVec, sizeof(T));
+  static_assert(sizeof(Value) == kVec * sizeof(T), "a Pack is its values, unpadded");
 
   // base: this thread's element at step 0 of the stream (nullptr with steps = 0: nothing read).
   // ring: the block's ring of this stream, one column per thread.
