@@ -11,6 +11,7 @@ parity tolerances, and a second process that compiles nothing.
 import concurrent.futures
 import ctypes
 import json
+import multiprocessing
 import os
 import pathlib
 import subprocess
@@ -75,12 +76,6 @@ def test_the_instance_list_covers_every_surrogate_dtype_and_kernel():
         assert any(f"<{device_type}," in n or f", {device_type}," in n for n in names)
 
 
-def _compile_batch(batch):
-    forward, names = batch
-    image, lowered = _rtc.compile_instances(names, forward, "sm_90")
-    return len(image), len(lowered)
-
-
 @pytest.mark.slow
 def test_every_kernel_instance_compiles_with_nvrtc():
     """What the run-time path can ever ask NVRTC for, compiled here for sm_90 (the bulk forward
@@ -91,10 +86,14 @@ def test_every_kernel_instance_compiles_with_nvrtc():
     for direction in (True, False):
         names = [name for forward, name in instances if forward == direction]
         batches += [(direction, names[i:i + 48]) for i in range(0, len(names), 48)]
-    with concurrent.futures.ProcessPoolExecutor(max_workers=os.cpu_count()) as pool:
-        results = list(pool.map(_compile_batch, batches))
-    assert sum(n for _, n in results) == len(instances)
-    assert all(size > 0 for size, _ in results)
+    # (spawned: a fork of this multithreaded JAX process could deadlock)
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(os.cpu_count(), mp_context=context) as pool:
+        results = list(pool.map(_rtc.compile_instances, [names for _, names in batches],
+                                [forward for forward, _ in batches], ["sm_90"] * len(batches)))
+    assert sum(len(lowered) for _, lowered in results) == len(instances)
+    assert all(image and all(name.startswith("_Z") for name in lowered)
+               for image, lowered in results)
 
 
 def test_a_compile_error_names_the_instance_and_carries_nvrtc_log():
