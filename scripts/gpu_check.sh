@@ -52,6 +52,7 @@ fi
 
 if has rtc; then
   step "run-time compiled kernels against the nvcc-built ones"
+  JAXQIF_CUDA_KERNELS=runtime python3 scripts/rtc_smoke.py 2>&1 | tail -12
   python3 -m pytest -q -s -m gpu -p no:cacheprovider tests/test_rtc.py 2>&1 | tee "$OUT/rtc.log" | tail -6
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 fi
