@@ -6,15 +6,26 @@
 #include <cstring>
 #include <string>
 
-#include "launch/backward_launch.h"
+#include "launch/backward_launch.h"  // with_surrogate_reset
 #include "launch/forward_launch.h"
-#include "launch/launch.h"
+#include "launch/launch.h"  // check_launchable
 #include "qif_ffi.h"
 #include "rtc/driver.h"
+#include "rtc/rtc_launch.h"
 #include "rtc/rtc_launcher.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace jaxqif {
+
+namespace rtc {
+
+ffi::Error rtc_launch_forward(const ForwardCall& call, CUstream stream) {
+  RtcLauncher launcher;
+  JAXQIF_RETURN_IF_ERROR(RtcLauncher::for_stream(stream, &launcher));
+  return gpu::launch_forward(call, launcher);
+}
+
+}  // namespace rtc
 
 namespace {
 
@@ -22,17 +33,13 @@ using rtc::CUstream;
 
 ffi::Error rtc_forward(CUstream stream, const ForwardCall& call) {
   JAXQIF_RETURN_IF_ERROR(gpu::check_launchable(call.layout));
-  rtc::RtcLauncher launcher;
-  JAXQIF_RETURN_IF_ERROR(rtc::RtcLauncher::for_stream(stream, &launcher));
-  return gpu::launch_forward(call, launcher);
+  return rtc::rtc_launch_forward(call, stream);
 }
 
 ffi::Error rtc_backward(CUstream stream, const BackwardCall& call) {
   JAXQIF_RETURN_IF_ERROR(gpu::check_launchable(call.layout));
-  rtc::RtcLauncher launcher;
-  JAXQIF_RETURN_IF_ERROR(rtc::RtcLauncher::for_stream(stream, &launcher));
   return gpu::with_surrogate_reset(call, [&]<SurrogateKind kKind, bool kHardReset>() {
-    return gpu::launch_backward<kKind, kHardReset>(call, launcher);
+    return rtc::rtc_launch_backward<kKind, kHardReset>(call, stream);
   });
 }
 
