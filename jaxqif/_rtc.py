@@ -73,35 +73,42 @@ def _sources_hash() -> str:
     return digest.hexdigest()
 
 
-def _nvidia_include_dirs() -> list[pathlib.Path]:
+def _cuda_include_candidates() -> list[pathlib.Path]:
+    """Where the CUDA headers may be: NVIDIA's pip packages (what `jax[cuda12]` / `jax[cuda13]`
+    install), those of NVRTC's own CUDA version first, then a toolkit."""
     spec = importlib.util.find_spec("nvidia")
     roots = [pathlib.Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
-    return [r / sub / "include" for r in roots for sub in ("cuda_runtime", "cu13", "cu12")]
-
-
-@functools.cache
-def include_dirs() -> tuple[str, ...]:
-    """CCCL (libcu++: cuda/std, cuda/ptx), as CuPy ships it, and the CUDA headers
-    (cuda_fp16.h, ...) from NVIDIA's pip packages (what `jax[cuda12]` installs) or a toolkit."""
-    dirs = []
-    cupy_spec = importlib.util.find_spec("cupy")
-    if cupy_spec and cupy_spec.origin:
-        cccl = pathlib.Path(cupy_spec.origin).parent / "_core/include/cupy/_cccl/libcudacxx"
-        if cccl.is_dir():
-            dirs.append(cccl)
-    candidates = _nvidia_include_dirs()
+    major = _nvrtc().getVersion()[0]
+    layouts = ("cu13", "cuda_runtime") if major >= 13 else ("cuda_runtime", "cu12", "cu13")
+    candidates = [root / layout / "include" for layout in layouts for root in roots]
     for variable in ("CUDA_PATH", "CUDA_HOME"):
         if os.environ.get(variable):
             candidates.append(pathlib.Path(os.environ[variable]) / "include")
     candidates.append(pathlib.Path("/usr/local/cuda/include"))
-    cuda = next((c for c in candidates if (c / "cuda_fp16.h").is_file()), None)
+    return candidates
+
+
+@functools.cache
+def include_dirs() -> tuple[str, ...]:
+    """The CUDA headers (cuda_fp16.h, ...) and CCCL's libcu++ (cuda/std, cuda/ptx): the CCCL
+    beside those headers (CUDA 13 keeps it in include/cccl, CUDA 12 in include itself), else
+    the one CuPy ships."""
+    cuda = next((c for c in _cuda_include_candidates() if (c / "cuda_fp16.h").is_file()), None)
     if cuda is None:
         raise CompileError(
             "jaxqif: no CUDA headers (cuda_fp16.h) found for NVRTC; install the CUDA runtime's "
             "pip package (`pip install nvidia-cuda-runtime-cu12`, which `jax[cuda12]` brings) or "
             "set CUDA_PATH to a CUDA toolkit")
-    dirs.append(cuda)
-    return tuple(map(str, dirs))
+    if (cuda / "cccl/cuda/std").is_dir():
+        return str(cuda / "cccl"), str(cuda)
+    if (cuda / "cuda/std").is_dir():
+        return (str(cuda),)
+    cupy_spec = importlib.util.find_spec("cupy")
+    cccl = (pathlib.Path(cupy_spec.origin).parent / "_core/include/cupy/_cccl/libcudacxx"
+            if cupy_spec and cupy_spec.origin else None)
+    if cccl is None or not (cccl / "cuda/std").is_dir():
+        raise CompileError(f"jaxqif: no CCCL headers (cuda/std) beside {cuda} or in CuPy")
+    return str(cccl), str(cuda)
 
 
 def options(forward: bool, arch: str) -> tuple[str, ...]:
