@@ -41,9 +41,13 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--arrays", action="store_true", help="also the per-neuron parameters' path")
     p.add_argument("--max-seconds", type=float, default=60.0, help="per bench.py run")
+    p.add_argument("--shapes", help="bench.py's --shapes (default: its grid)")
+    p.add_argument("--dtypes", help="bench.py's --dtypes (default: its)")
     args = p.parse_args(argv)
     impls = "jaxqif,jaxqif-arrays" if args.arrays else "jaxqif"
     extra = ["--impls", impls, "--max-seconds", str(args.max_seconds)]
+    extra += ["--shapes", args.shapes] if args.shapes else []
+    extra += ["--dtypes", args.dtypes] if args.dtypes else []
     best: dict[tuple, dict[str, float]] = {}
     meta = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -52,6 +56,8 @@ def main(argv=None):
                 result = run_bench(source, Path(tmp), f"{source}{round_}", extra)
                 meta = meta or result
                 for row in result["rows"]:
+                    if row["ms"] is None:  # not run (bench.py's time limit)
+                        continue
                     key = (row["T"], row["N"], row["dtype"], row["mode"], row["impl"])
                     times = best.setdefault(key, {})
                     times[source] = min(times.get(source, math.inf), row["ms"])

@@ -60,6 +60,7 @@ fi
 if has rtc-bench; then
   step "run-time compiled and nvcc-built kernels, side by side"
   python3 benchmarks/rtc_bench.py --rounds "${RTC_ROUNDS:-1}" --max-seconds "${RTC_SECONDS:-50}" \
+    ${RTC_SHAPES:+--shapes "$RTC_SHAPES"} ${RTC_DTYPES:+--dtypes "$RTC_DTYPES"} \
     --out-dir "$OUT" 2>&1 | tail -45
 fi
 

@@ -166,11 +166,11 @@ import jaxqif
 from jaxqif import _library, _rtc, surrogate as sg
 assert _library.kernel_source("cuda") == sys.argv[1], _library.kernel_source("cuda")
 out = {}
-for dtype in (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64):
-    for shape in ((64, 4, 300), (5, 2**18), (4, 2**21 + 8)):
+for dtype in (jnp.bfloat16, jnp.float32, jnp.float64):
+    for shape in ((64, 4, 300), (4, 2**21 + 8)):
         x = (jax.random.normal(jax.random.key(0), shape, jnp.float32) * 0.8 + 0.45).astype(dtype)
         weights = (jnp.arange(shape[-1]) % 7).astype(jnp.float32)
-        for kwargs in ({}, {"v_reset": None}, {"tau": jnp.linspace(1.5, 3.0, shape[-1])}):
+        for kwargs in ({}, {"v_reset": None, "tau": jnp.linspace(1.5, 3.0, shape[-1])}):
             run = lambda x: jaxqif.qif_multistep(x, backend="ffi", store_v_seq=True, **kwargs)
             outputs = jax.jit(run)(x)
             digest = hashlib.sha256(b"".join(np.asarray(o).tobytes() for o in outputs))
@@ -195,8 +195,9 @@ def _run(choice: str, cache: pathlib.Path) -> dict:
 @pytest.mark.gpu
 def test_the_run_time_compiled_kernels_match_the_prebuilt_ones(tmp_path):
     """Forward outputs bit for bit (spikes and V), gradients within the parity tolerance, over
-    every dtype, three plans (narrow, staged or bulk, wide), both resets and a per-feature tau;
-    and a second process finds every kernel in the cache."""
+    a 16-bit dtype, float32 and float64, two plans (staged or bulk with the segmented backward;
+    wide), the hard reset with numbers and the soft one with a per-feature tau; and a second
+    process finds every kernel in the cache."""
     if _library._find(_library.LIBRARIES["cuda"].filename) is None or not _rtc.cupy_available():
         pytest.skip("needs both the nvcc-built library and CuPy")
     prebuilt = _run("prebuilt", tmp_path)
