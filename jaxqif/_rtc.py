@@ -25,6 +25,7 @@ import json
 import os
 import pathlib
 import threading
+import time
 import traceback
 
 # The forward is compiled without contraction but qif_math.h's explicit fused multiply-adds
@@ -151,6 +152,11 @@ def compile_instances(names: list[str], forward: bool, arch: str) -> tuple[bytes
         nvrtc.destroyProgram(program)
 
 
+# Seconds spent compiling (not loading from the cache), per instance, in this process: for tests
+# and benchmarks.
+compile_seconds: dict[str, float] = {}
+
+
 def cache_dir() -> pathlib.Path:
     if os.environ.get("JAXQIF_CACHE_DIR"):
         return pathlib.Path(os.environ["JAXQIF_CACHE_DIR"])
@@ -177,7 +183,9 @@ def compile_cached(name: str, forward: bool, compute_capability: int,
         return image_path.read_bytes(), name_path.read_text()
     except OSError:
         pass
+    start = time.perf_counter()
     image, (lowered,) = compile_instances([name], forward, arch)
+    compile_seconds[name] = time.perf_counter() - start
     try:  # written whole, then renamed: a reader never sees half a file
         folder.mkdir(parents=True, exist_ok=True)
         for path, data in ((image_path, image), (name_path, lowered.encode())):
@@ -199,21 +207,16 @@ _COMPILER_TYPE = ctypes.CFUNCTYPE(
 
 # What the handlers were given: kept for the life of the process, as they hold its addresses.
 _loaded: dict[tuple[str, int], tuple[ctypes.Array, bytes]] = {}
-# Seconds spent compiling (not loading from the cache), per instance: for tests and benchmarks.
-compile_seconds: dict[str, float] = {}
 
 
 def _compile_for_handler(name, forward, compute_capability, driver_version, image, image_size,
                          lowered_name, error, error_size):
     try:
-        import time
         name = name.decode()
         key = (name, compute_capability)
         if key not in _loaded:
-            start = time.perf_counter()
             data, lowered = compile_cached(name, bool(forward), compute_capability,
                                            driver_version)
-            compile_seconds[name] = time.perf_counter() - start
             _loaded[key] = (ctypes.create_string_buffer(data, len(data)), lowered.encode())
         buffer, lowered = _loaded[key]
         image[0] = ctypes.addressof(buffer)
