@@ -6,7 +6,7 @@
 // repository root:
 //   forward (inference and training), this file with the forward's translation unit:
 //     nvcc -std=c++20 -O3 --fmad=false -arch=sm_90 -Icuda -Ithird_party/xla_ffi \
-//       -DAB_TAG='"name"' benchmarks/kernel_ab.cu cuda/launch/forward_launch.cu -o /tmp/ab_forward
+//       -DAB_TAG='"name"' benchmarks/kernel_ab.cu cuda/launch/cuda_forward.cu -o /tmp/ab_forward
 //   backward (Sigmoid surrogate, grad_spikes only; x and the checkpoints synthetic patterns
 //   that cross the threshold), this file alone, which instantiates the backward it times:
 //     nvcc -std=c++20 -O3 --fmad=true -arch=sm_90 -Icuda -Ithird_party/xla_ffi -DAB_BACKWARD \
@@ -19,16 +19,17 @@
 // residual: checkpoints every few steps, H recomputed in the backward") saved H instead: build
 // those with this file as of that commit's parent. Sources before the split of
 // cuda/qif_cuda_kernels.cuh (cuda/README.md) need this file as of that commit's parent, and
-// older than 5c258db also multiprocessor_count() defined (it lived in qif_cuda.cu then).
+// older than 5c258db also multiprocessor_count() defined (it lived in qif_cuda.cu then); sources
+// before the launchers (cuda/README.md: launch/cuda_launch.h) this file as of that commit's parent.
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
 
 #include "kernels/stream_io.cuh"  // from_state
 #ifdef AB_BACKWARD
-#include "launch/backward_launch.cuh"
+#include "launch/cuda_backward.cuh"
 #else
-#include "launch/forward_launch.h"
+#include "launch/cuda_launch.h"
 #endif
 
 #ifndef AB_TAG
@@ -37,8 +38,8 @@
 
 namespace jaxqif::gpu {
 #ifdef AB_BACKWARD
-template cudaError_t launch_backward<SurrogateKind::kSigmoid, true>(const BackwardCall&,
-                                                                    cudaStream_t);
+template ffi::Error cuda_launch_backward<SurrogateKind::kSigmoid, true>(const BackwardCall&,
+                                                                        cudaStream_t);
 #endif
 }  // namespace jaxqif::gpu
 
@@ -113,7 +114,7 @@ void time_shape(const char* dtype_name, ffi::DataType dtype, int64_t T, int64_t 
     ForwardCall f{{}, layout, dtype, neuron(checkpoint_interval(sizeof(X)))};
     const float us = time_us(calls, [&](int i) {
       f.ptr = {xs[i % kSets], nullptr, spikes, nullptr, nullptr, checkpoints};
-      gpu::launch_forward(f, nullptr);
+      gpu::cuda_launch_forward(f, nullptr);
     });
     report(dtype_name, T, N, train ? "train" : "infer", us,
            double(e) * 2 * sizeof(X) + double(train ? saved : 0) * sizeof(float));
@@ -135,7 +136,7 @@ void time_shape(const char* dtype_name, ffi::DataType dtype, int64_t T, int64_t 
   const float us = time_us(calls, [&](int i) {
     const int s = i % kSets;
     b.ptr = {grad_spikes[s], nullptr, nullptr, xs[s], checkpoints[s], nullptr, grad_x[s], nullptr};
-    gpu::launch_backward<SurrogateKind::kSigmoid, true>(b, nullptr);
+    gpu::cuda_launch_backward<SurrogateKind::kSigmoid, true>(b, nullptr);
   });
   report(dtype_name, T, N, "bwd", us, double(e) * 3 * sizeof(X) + double(saved) * sizeof(float));
   for (int s = 0; s < kSets; ++s) {
