@@ -13,6 +13,7 @@ compiling.
 
 Cache: `$JAXQIF_CACHE_DIR`, else `$XDG_CACHE_HOME/jaxqif`, else `~/.cache/jaxqif`; one
 ``<key>.cubin`` (or ``.ptx``) and ``<key>.name`` per instance and device architecture.
+``python -m jaxqif._rtc`` fills it with every instance ahead of time.
 """
 
 from __future__ import annotations
@@ -245,3 +246,51 @@ def instances(library: ctypes.CDLL) -> list[tuple[bool, str]]:
     library.JaxqifRtcInstances.restype = ctypes.c_char_p
     lines = library.JaxqifRtcInstances().decode().splitlines()
     return [(line[0] == "F", line[2:]) for line in lines]
+
+
+def _compile_one(args):
+    name, forward, compute_capability, driver_version = args
+    compile_seconds.pop(name, None)
+    compile_cached(name, forward, compute_capability, driver_version)
+    return compile_seconds.get(name, 0.0)  # 0: found in the cache
+
+
+def precompile(compute_capability: int, driver_version: int, workers: int | None = None):
+    """Fills the disk cache with every kernel instance for one architecture and driver (what a
+    machine without a compiler at run time, or a test suite, can start from); returns (instances,
+    compiled now, CPU seconds compiling)."""
+    import concurrent.futures
+    import multiprocessing
+    from jaxqif import _library
+
+    library = ctypes.CDLL(str(_library._find(_library.LIBRARIES["cuda"].runtime_filename)))
+    jobs = [(name, forward, compute_capability, driver_version)
+            for forward, name in instances(library)]
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        seconds = list(pool.map(_compile_one, jobs, chunksize=4))
+    return len(jobs), sum(s > 0 for s in seconds), sum(seconds)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m jaxqif._rtc",
+        description="Compile every run-time compiled CUDA kernel instance into the disk cache "
+                    "(by default for this machine's first GPU and driver).")
+    parser.add_argument("--compute-capability", type=int, help="e.g. 90 (default: the GPU's)")
+    parser.add_argument("--driver-version", type=int, help="e.g. 13000 (default: the driver's)")
+    parser.add_argument("--workers", type=int, help="processes (default: one per CPU)")
+    args = parser.parse_args()
+    if args.compute_capability is None or args.driver_version is None:
+        import cupy
+        device = cupy.cuda.Device(0)
+        args.compute_capability = args.compute_capability or int(device.compute_capability)
+        args.driver_version = args.driver_version or cupy.cuda.runtime.driverGetVersion()
+    start = time.perf_counter()
+    total, compiled, cpu_seconds = precompile(args.compute_capability, args.driver_version,
+                                              args.workers)
+    print(f"{total} kernel instances for compute capability {args.compute_capability} in "
+          f"{cache_dir() / 'kernels'}: {compiled} compiled ({cpu_seconds:.0f} s of compiling) in "
+          f"{time.perf_counter() - start:.0f} s")
