@@ -255,17 +255,19 @@ def _compile_one(args):
     return compile_seconds.get(name, 0.0)  # 0: found in the cache
 
 
-def precompile(compute_capability: int, driver_version: int, workers: int | None = None):
-    """Fills the disk cache with every kernel instance for one architecture and driver (what a
-    machine without a compiler at run time, or a test suite, can start from); returns (instances,
-    compiled now, CPU seconds compiling)."""
+def precompile(compute_capability: int, driver_version: int, workers: int | None = None,
+               only: list[tuple[bool, str]] | None = None):
+    """Fills the disk cache with every kernel instance (or those in `only`) for one architecture
+    and driver (what a machine without a compiler at run time, or a test suite, can start from);
+    returns (instances, compiled now, CPU seconds compiling)."""
     import concurrent.futures
     import multiprocessing
     from jaxqif import _library
 
-    library = ctypes.CDLL(str(_library._find(_library.LIBRARIES["cuda"].runtime_filename)))
-    jobs = [(name, forward, compute_capability, driver_version)
-            for forward, name in instances(library)]
+    if only is None:
+        library = ctypes.CDLL(str(_library._find(_library.LIBRARIES["cuda"].runtime_filename)))
+        only = instances(library)
+    jobs = [(name, forward, compute_capability, driver_version) for forward, name in only]
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
         seconds = list(pool.map(_compile_one, jobs, chunksize=4))

@@ -123,6 +123,18 @@ def test_the_disk_cache_compiles_once(tmp_path, monkeypatch):
     assert len(compiled) == 2
 
 
+def test_precompile_fills_the_cache_once(tmp_path, monkeypatch):
+    """`python -m jaxqif._rtc`'s work, on two instances: compiled in worker processes into the
+    cache, which a second run finds whole."""
+    _require_nvrtc()
+    monkeypatch.setenv("JAXQIF_CACHE_DIR", str(tmp_path))
+    some = [next(i for i in _instances() if i[0]), next(i for i in _instances() if not i[0])]
+    total, compiled, seconds = _rtc.precompile(90, 12090, workers=2, only=some)
+    assert (total, compiled) == (2, 2) and seconds > 0
+    assert _rtc.precompile(90, 12090, workers=2, only=some)[:2] == (2, 0)
+    assert len(list((tmp_path / "kernels").iterdir())) == 4
+
+
 def test_the_compiler_reports_errors_to_the_handler_instead_of_raising(monkeypatch):
     """The callback the handlers call never lets an exception cross into C++: it returns 1 with
     the message."""
