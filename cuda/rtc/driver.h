@@ -7,8 +7,8 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 #include <string>
+#include <type_traits>
 
 namespace jaxqif::rtc {
 
