@@ -91,7 +91,7 @@ struct PerNeuronForwardKernel {
   using S = typename D::State;
   static constexpr bool kForward = true;
   using Parameters = KernelArgs<ForwardArrays, int64_t, int64_t, int64_t, QifParams<S>, S,
-                          NeuronValues<S>>;
+                                NeuronValues<S>>;
   static std::string name() {
     return names::instance(
         "forward_kernel",
@@ -106,8 +106,8 @@ template <typename D, bool kHardReset, bool kCheckpoints, bool kVSeq, typename B
 struct BulkForwardKernel {
   using S = typename D::State;
   static constexpr bool kForward = true;
-  using Parameters = KernelArgs<TensorMap, TensorMap, ForwardPointers, int64_t, int64_t, int64_t,
-                          QifParams<S>, S>;
+  using Parameters = KernelArgs<TensorMap, TensorMap, ForwardPointers, int64_t, int64_t,
+                                int64_t, QifParams<S>, S>;
   static std::string name() {
     return names::instance("bulk_forward_kernel",
                            {names::input<D>(), names::state<S>(), names::arg(kHardReset),
@@ -119,8 +119,8 @@ template <typename D, bool kHardReset, bool kStores, typename Bk>
 struct PerNeuronBulkForwardKernel {
   using S = typename D::State;
   static constexpr bool kForward = true;
-  using Parameters = KernelArgs<TensorMap, TensorMap, ForwardArrays, int64_t, int64_t, int64_t,
-                          QifParams<S>, S, NeuronValues<S>>;
+  using Parameters = KernelArgs<TensorMap, TensorMap, ForwardArrays, int64_t, int64_t,
+                                int64_t, QifParams<S>, S, NeuronValues<S>>;
   static std::string name() {
     return names::instance("per_neuron_bulk_forward_kernel",
                            {names::input<D>(), names::state<S>(), names::arg(kHardReset),
@@ -128,55 +128,54 @@ struct PerNeuronBulkForwardKernel {
   }
 };
 
-// kernels/backward_kernel.cuh: the serial BPTT.
+// The backward kernels, serial (kernels/backward_kernel.cuh) and time-parallel for few neurons
+// (kernels/segmented_backward_kernel.cuh), take the same template arguments and parameters:
+// those with numbers, and the per-neuron ones (no kHasGradVSeq: grad_v_seq chosen at run time).
 template <SurrogateKind kKind, bool kHardReset, bool kHasGradVSeq, typename D, typename Sh>
-struct BackwardKernel {
+struct BackwardInstance {
   using S = typename D::State;
   static constexpr bool kForward = false;
   using Parameters = KernelArgs<BackwardPointers, int64_t, int64_t, int64_t, QifParams<S>, S>;
-  static std::string name() {
-    return names::instance("backward_kernel",
-                           {names::arg(kKind), names::arg(kHardReset), names::arg(kHasGradVSeq),
-                            names::input<D>(), names::state<S>(), names::shape<Sh>()});
+  static std::string name_of(const char* kernel) {
+    return names::instance(kernel, {names::arg(kKind), names::arg(kHardReset),
+                                    names::arg(kHasGradVSeq), names::input<D>(),
+                                    names::state<S>(), names::shape<Sh>()});
   }
 };
 
 template <SurrogateKind kKind, bool kHardReset, typename D, typename Sh>
-struct PerNeuronBackwardKernel {
+struct PerNeuronBackwardInstance {
   using S = typename D::State;
   static constexpr bool kForward = false;
   using Parameters = KernelArgs<BackwardArrays, int64_t, int64_t, int64_t, QifParams<S>, S,
-                          NeuronValues<S>>;
-  static std::string name() {
-    return names::instance("per_neuron_backward_kernel",
-                           {names::arg(kKind), names::arg(kHardReset), names::input<D>(),
-                            names::state<S>(), names::shape<Sh>()});
+                                NeuronValues<S>>;
+  static std::string name_of(const char* kernel) {
+    return names::instance(kernel, {names::arg(kKind), names::arg(kHardReset), names::input<D>(),
+                                    names::state<S>(), names::shape<Sh>()});
   }
 };
 
-// kernels/segmented_backward_kernel.cuh: the time-parallel BPTT for few neurons.
 template <SurrogateKind kKind, bool kHardReset, bool kHasGradVSeq, typename D, typename Sh>
-struct SegmentedBackwardKernel {
-  using S = typename D::State;
-  static constexpr bool kForward = false;
-  using Parameters = KernelArgs<BackwardPointers, int64_t, int64_t, int64_t, QifParams<S>, S>;
+struct BackwardKernel : BackwardInstance<kKind, kHardReset, kHasGradVSeq, D, Sh> {
+  static std::string name() { return BackwardKernel::name_of("backward_kernel"); }
+};
+
+template <SurrogateKind kKind, bool kHardReset, typename D, typename Sh>
+struct PerNeuronBackwardKernel : PerNeuronBackwardInstance<kKind, kHardReset, D, Sh> {
+  static std::string name() { return PerNeuronBackwardKernel::name_of("per_neuron_backward_kernel"); }
+};
+
+template <SurrogateKind kKind, bool kHardReset, bool kHasGradVSeq, typename D, typename Sh>
+struct SegmentedBackwardKernel : BackwardInstance<kKind, kHardReset, kHasGradVSeq, D, Sh> {
   static std::string name() {
-    return names::instance("segmented_backward_kernel",
-                           {names::arg(kKind), names::arg(kHardReset), names::arg(kHasGradVSeq),
-                            names::input<D>(), names::state<S>(), names::shape<Sh>()});
+    return SegmentedBackwardKernel::name_of("segmented_backward_kernel");
   }
 };
 
 template <SurrogateKind kKind, bool kHardReset, typename D, typename Sh>
-struct PerNeuronSegmentedBackwardKernel {
-  using S = typename D::State;
-  static constexpr bool kForward = false;
-  using Parameters = KernelArgs<BackwardArrays, int64_t, int64_t, int64_t, QifParams<S>, S,
-                          NeuronValues<S>>;
+struct PerNeuronSegmentedBackwardKernel : PerNeuronBackwardInstance<kKind, kHardReset, D, Sh> {
   static std::string name() {
-    return names::instance("per_neuron_segmented_backward_kernel",
-                           {names::arg(kKind), names::arg(kHardReset), names::input<D>(),
-                            names::state<S>(), names::shape<Sh>()});
+    return PerNeuronSegmentedBackwardKernel::name_of("per_neuron_segmented_backward_kernel");
   }
 };
 

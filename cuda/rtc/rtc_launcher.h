@@ -165,21 +165,15 @@ struct Instance {
 };
 
 // The input types as the host sees them: only their size matters here (the kernels see
-// __half and __nv_bfloat16).
-struct DeviceHalf {
-  uint16_t bits;
-};
-struct DeviceBFloat16 {
-  uint16_t bits;
-};
+// __half and __nv_bfloat16; kernel_instances.h names them by dtype).
 template <ffi::DataType kDType>
 struct RtcDType;
 template <>
-struct RtcDType<ffi::DataType::F16> : PlatformDType<ffi::DataType::F16, DeviceHalf> {
+struct RtcDType<ffi::DataType::F16> : PlatformDType<ffi::DataType::F16, uint16_t> {
   static constexpr int kTensorMap = kTensorMapFloat16;
 };
 template <>
-struct RtcDType<ffi::DataType::BF16> : PlatformDType<ffi::DataType::BF16, DeviceBFloat16> {
+struct RtcDType<ffi::DataType::BF16> : PlatformDType<ffi::DataType::BF16, uint16_t> {
   static constexpr int kTensorMap = kTensorMapBFloat16;
 };
 template <>
