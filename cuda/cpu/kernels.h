@@ -102,6 +102,10 @@ inline Half from_state<Half, float>(float v) {
 // stay in the L1 cache.
 constexpr int64_t kBlock = 256;
 
+// A row of zeros: the cotangents of outputs that have none.
+template <typename T>
+constexpr T kZeroRow[kBlock] = {};
+
 // One block: row `o`, neurons [i0, i0 + count) of the row.
 struct Block {
   int64_t o, i0, count;
@@ -265,7 +269,6 @@ template <SurrogateKind kKind, bool kHardReset, bool kPerNeuron, bool kParamGrad
   S carry[kBlock];  // dL/dV[t] flowing back; ends as dL/dv_init
   S entry[kBlock];  // V entering the interval
   S h[kC][kBlock];  // the interval's H
-  S g_spike[kBlock], g_v[kBlock];  // one step's cotangents
   // Each neuron's ParamGradSums, a field per array (so that the loop loads them as vectors).
   constexpr int64_t kSums = kParamGrads ? kBlock : 1;
   S charge[kSums] = {}, curvature[kSums] = {}, from_rest[kSums] = {}, from_c[kSums] = {},
@@ -288,30 +291,29 @@ template <SurrogateKind kKind, bool kHardReset, bool kPerNeuron, bool kParamGrad
     }
     for (int64_t u = len - 1; u >= 0; --u) {
       const int64_t row = b.offset(l, t0 + u);
-      // The step's cotangents in the state type (0 where absent), so that the loop below reads
-      // every stream unconditionally and vectorizes.
-      for (int64_t i = 0; i < count; ++i) {
-        g_spike[i] = grad_spikes ? S(to_state(grad_spikes[row + i])) : S(0);
-        g_v[i] = grad_v_seq ? grad_v_seq[row + i] : S(0);
-      }
+      // The step's cotangents, or a row of zeros where absent: the loops below read every
+      // stream unconditionally, and vectorize.
+      const X* __restrict g_spike = grad_spikes ? grad_spikes + row : kZeroRow<X>;
+      const S* __restrict g_v = grad_v_seq ? grad_v_seq + row : kZeroRow<S>;
       // (always inlined: left a call, as GCC leaves it where the parameter gradients make it
       // long, the loops below do not vectorize)
       auto step = [&](int64_t i, const QifParams<S>& p, S v_prev) __attribute__((always_inline)) {
+        const S grad_spike = to_state(g_spike[i]);
         S grad_h;
         if constexpr (kParamGrads) {
           grad_h = qif_backward_step<kKind, kHardReset>(
-              h[u][i], v_prev, g_spike[i], g_v[i], carry[i], p,
+              h[u][i], v_prev, grad_spike, g_v[i], carry[i], p,
               [&](const StepDerivatives<S>& d) __attribute__((always_inline)) {
                 ParamGradSums<S> sums{charge[i],   curvature[i], from_rest[i],
                                       from_c[i],   threshold[i], reset[i]};
                 sums.template add<kHardReset>(d, h[u][i], v_prev, S(to_state(x[row + i])),
-                                              g_spike[i], p, params.values(i));
+                                              grad_spike, p, params.values(i));
                 charge[i] = sums.charge, curvature[i] = sums.curvature;
                 from_rest[i] = sums.from_rest, from_c[i] = sums.from_c;
                 threshold[i] = sums.threshold, reset[i] = sums.reset;
               });
         } else {
-          grad_h = qif_backward_step<kKind, kHardReset>(h[u][i], v_prev, g_spike[i], g_v[i],
+          grad_h = qif_backward_step<kKind, kHardReset>(h[u][i], v_prev, grad_spike, g_v[i],
                                                         carry[i], p);
         }
         grad_x[row + i] = from_state<X>(grad_h * p.inv_tau);
