@@ -3,7 +3,7 @@
 # (memcheck and racecheck) on every kernel variant, and a quick benchmark, in one go.
 #   bash scripts/gpu_check.sh [build] [test] [sanitize] [racecheck] [sanitize-jax] [bench]
 #                             [bench-full] [profile] [profile-stalls] [rtc] [rtc-bench]
-#                             [rtc-suite]
+#                             [rtc-suite] [rtc-profile]
 # (default: build test sanitize bench). `sanitize` runs racecheck and memcheck on
 # tests/sanitize_harness.cu, `racecheck` only the former (HARNESS_PART=numbers or arrays: half
 # of the harness's runs); `sanitize-jax` memcheck through JAX (tests/gpu_sanitize.py);
@@ -12,7 +12,8 @@
 # against the floor (kernels.md). The run-time compiled kernels (NVRTC through CuPy): `rtc` checks
 # them against the nvcc-built ones (tests/test_rtc.py's GPU test: bit for bit, the cache), `rtc-bench`
 # times both side by side (benchmarks/rtc_bench.py), `rtc-suite` rebuilds the package without
-# nvcc (hidden from PATH, JAXQIF_CUDA=OFF) and runs the whole GPU test suite through them.
+# nvcc (hidden from PATH, JAXQIF_CUDA=OFF) and runs the whole GPU test suite through them,
+# `rtc-profile` lists both libraries' kernels and their own times under Nsight Compute.
 # Logs and results go to $OUT (default ./gpu-results): at most 7 files, as few come back from a
 # leased machine.
 set -uo pipefail
@@ -62,6 +63,30 @@ if has rtc-bench; then
   python3 benchmarks/rtc_bench.py --rounds "${RTC_ROUNDS:-1}" --max-seconds "${RTC_SECONDS:-50}" \
     ${RTC_SHAPES:+--shapes "$RTC_SHAPES"} ${RTC_DTYPES:+--dtypes "$RTC_DTYPES"} \
     --out-dir "$OUT" 2>&1 | tail -45
+fi
+
+if has rtc-profile; then
+  # Each kernel of one inference and one training call, from each library, alone under Nsight
+  # Compute (kernel_profile.py): which kernels each launches, and their own times.
+  step "run-time compiled and nvcc-built kernels under Nsight Compute"
+  python3 -c "import cupy; print('NVRTC', cupy.cuda.nvrtc.getVersion(), '| driver', cupy.cuda.runtime.driverGetVersion())"
+  metrics=$(python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import kernel_profile as k; print(k.METRICS)")
+  for kernels in prebuilt runtime; do
+    JAXQIF_CUDA_KERNELS=$kernels ncu --clock-control none --profile-from-start off --csv \
+      --metrics "$metrics" python3 benchmarks/kernel_profile.py \
+      --shapes "${RTC_SHAPES:-256x2^16,1024x2^14}" --dtypes "${RTC_DTYPES:-float32,bfloat16}" \
+      >"$OUT/profile_$kernels.csv" 2>&1
+    echo "== $kernels (ncu exit code $?)"
+    python3 benchmarks/kernel_profile.py --table "$OUT/profile_$kernels.csv" 2>&1 | tail -12
+    python3 - "$OUT/profile_$kernels.csv" <<'PY'
+import csv, sys
+lines = open(sys.argv[1]).read().splitlines()
+start = next(i for i, line in enumerate(lines) if line.startswith('"ID"'))
+for row in csv.DictReader(lines[start:]):
+    if row["Metric Name"] in ("gpu__time_duration.sum", "launch__registers_per_thread"):
+        print(row["ID"], row["Metric Name"].split("_")[-1], row["Metric Value"], row["Kernel Name"][:110])
+PY
+  done
 fi
 
 if has rtc-suite; then
