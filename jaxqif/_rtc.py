@@ -28,6 +28,7 @@ import pathlib
 import threading
 import time
 import traceback
+import warnings
 
 # The forward is compiled without contraction but qif_math.h's explicit fused multiply-adds
 # (bit for bit the CPU handler's, as the nvcc build's --fmad=false), the backward with it.
@@ -191,11 +192,28 @@ def compile_cached(name: str, forward: bool, compute_capability: int,
         folder.mkdir(parents=True, exist_ok=True)
         for path, data in ((image_path, image), (name_path, lowered.encode())):
             partial = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.partial")
-            partial.write_bytes(data)
-            os.replace(partial, path)
-    except OSError:
-        pass  # an unwritable cache costs a compilation per process, nothing else
+            try:
+                partial.write_bytes(data)
+                os.replace(partial, path)
+            finally:
+                partial.unlink(missing_ok=True)
+    except OSError as error:
+        _warn_unwritable_cache(folder, error)
     return image, lowered
+
+
+_warned_unwritable: set[pathlib.Path] = set()
+
+
+def _warn_unwritable_cache(folder: pathlib.Path, error: OSError) -> None:
+    """Once per folder and process: every process will compile each kernel again."""
+    if folder in _warned_unwritable:
+        return
+    _warned_unwritable.add(folder)
+    warnings.warn(
+        f"jaxqif: cannot write the kernel cache {folder} ({error}); each process will compile "
+        "the CUDA kernels it uses again (a second or two each). Set JAXQIF_CACHE_DIR to a "
+        "writable folder.", RuntimeWarning, stacklevel=2)
 
 
 # int (const char* name, int forward, int compute_capability, int driver_version,

@@ -17,6 +17,7 @@ import pathlib
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -121,6 +122,31 @@ def test_the_disk_cache_compiles_once(tmp_path, monkeypatch):
     assert first[1].startswith("_Z") and len(list((tmp_path / "kernels").iterdir())) == 2
     _rtc.compile_cached(name, forward, 90, 13000)  # another driver: another entry
     assert len(compiled) == 2
+
+
+def test_an_unwritable_cache_warns_once_and_still_compiles(tmp_path, monkeypatch):
+    """No NVRTC needed: the compiler is replaced. A cache folder that cannot be created (a file
+    stands in its way) costs a compilation per call and one warning per process, never an
+    error."""
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("")
+    monkeypatch.setenv("JAXQIF_CACHE_DIR", str(blocker))
+    monkeypatch.setattr(_rtc, "_warned_unwritable", set())
+    monkeypatch.setattr(_rtc, "architecture", lambda cc: f"sm_{cc}")
+    monkeypatch.setattr(_rtc, "cache_key", lambda name, *args: name)
+    compiled = []
+
+    def compile_instances(names, forward, arch):
+        compiled.append(names)
+        return b"image", ["_Zlowered"]
+
+    monkeypatch.setattr(_rtc, "compile_instances", compile_instances)
+    with pytest.warns(RuntimeWarning, match="cannot write the kernel cache .*JAXQIF_CACHE_DIR"):
+        assert _rtc.compile_cached("a", True, 90, 13000) == (b"image", "_Zlowered")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the second miss: no second warning
+        assert _rtc.compile_cached("b", True, 90, 13000) == (b"image", "_Zlowered")
+    assert compiled == [["a"], ["b"]] and blocker.read_text() == ""
 
 
 def test_precompile_fills_the_cache_once(tmp_path, monkeypatch):
