@@ -82,9 +82,10 @@ if has rtc-profile; then
 import csv, sys
 lines = open(sys.argv[1]).read().splitlines()
 start = next(i for i, line in enumerate(lines) if line.startswith('"ID"'))
+units = {"gpu__time_duration.sum": "ns", "launch__registers_per_thread": "registers"}
 for row in csv.DictReader(lines[start:]):
-    if row["Metric Name"] in ("gpu__time_duration.sum", "launch__registers_per_thread"):
-        print(row["ID"], row["Metric Name"].split("_")[-1], row["Metric Value"], row["Kernel Name"][:110])
+    if row["Metric Name"] in units:
+        print(row["ID"], row["Metric Value"], units[row["Metric Name"]], row["Kernel Name"][:110])
 PY
   done
 fi
