@@ -115,7 +115,8 @@ class StreamReader {
                           unsigned char* ring, int64_t stride = kChunk)
       : base_(base), first_(first), steps_(steps), inner_(inner), stride_(stride),
         threads_(blockDim.x * blockDim.y),
-        ring_(reinterpret_cast<Value*>(ring) + threadIdx.y * blockDim.x + threadIdx.x) {}
+        ring_(static_cast<uint32_t>(__cvta_generic_to_shared(ring)) +
+              (threadIdx.y * blockDim.x + threadIdx.x) * static_cast<uint32_t>(sizeof(Value))) {}
 
   // Starts the loads of chunk c: into the second register buffer, or into its ring slot.
   __device__ __forceinline__ void fetch(int64_t chunk) {
@@ -156,16 +157,19 @@ class StreamReader {
   }
 
   // Slot u of chunk c in this thread's column of the ring: consecutive threads read
-  // consecutive addresses, free of bank conflicts.
+  // consecutive addresses, free of bank conflicts. (Its address is computed in 32 bits, as a
+  // shared-memory address: nvcc does that by itself, NVRTC keeps generic 64-bit arithmetic
+  // unless told, benchmarks/NOTES.md "Run-time compiled kernels and 32-bit shared addresses".)
   __device__ __forceinline__ Value* slot(int64_t chunk, int u) const {
-    const int slot_index = static_cast<int>(static_cast<uint32_t>(chunk) % kRingSlots);
-    return ring_ + (slot_index * kChunk + u) * threads_;
+    const uint32_t slot_index = static_cast<uint32_t>(chunk) % kRingSlots;
+    const uint32_t offset = (slot_index * kChunk + u) * threads_ * uint32_t{sizeof(Value)};
+    return static_cast<Value*>(__cvta_shared_to_generic(ring_ + offset));
   }
 
   const T* base_;
   int64_t first_, steps_, inner_, stride_;
-  int threads_;
-  Value* ring_;
+  uint32_t threads_;
+  uint32_t ring_;  // this thread's column of the ring, as a shared-memory address
   Value current_[kStaged ? 1 : kChunk];
   Value next_[kStaged ? 1 : kChunk];
 };
