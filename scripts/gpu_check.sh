@@ -3,7 +3,7 @@
 # (memcheck and racecheck) on every kernel variant, and a quick benchmark, in one go.
 #   bash scripts/gpu_check.sh [build] [test] [sanitize] [racecheck] [sanitize-jax] [bench]
 #                             [bench-full] [profile] [profile-stalls] [rtc] [rtc-bench]
-#                             [rtc-suite] [rtc-profile]
+#                             [rtc-suite] [rtc-profile] [call-trace]
 # (default: build test sanitize bench). `sanitize` runs racecheck and memcheck on
 # tests/sanitize_harness.cu, `racecheck` only the former (HARNESS_PART=numbers or arrays: half
 # of the harness's runs); `sanitize-jax` memcheck through JAX (tests/gpu_sanitize.py);
@@ -13,7 +13,9 @@
 # them against the nvcc-built ones (tests/test_rtc.py's GPU test: bit for bit, the cache), `rtc-bench`
 # times both side by side (benchmarks/rtc_bench.py), `rtc-suite` rebuilds the package without
 # nvcc (hidden from PATH, JAXQIF_CUDA=OFF) and runs the whole GPU test suite through them,
-# `rtc-profile` lists both libraries' kernels and their own times under Nsight Compute.
+# `rtc-profile` lists both libraries' kernels and their own times under Nsight Compute, and
+# `call-trace` traces both libraries' calls with JAX's profiler (benchmarks/call_trace.py: host
+# events, kernels and the GPU's idle time between them).
 # Logs and results go to $OUT (default ./gpu-results): at most 7 files, as few come back from a
 # leased machine.
 set -uo pipefail
@@ -87,6 +89,15 @@ for row in csv.DictReader(lines[start:]):
     if row["Metric Name"] in units:
         print(row["ID"], row["Metric Value"], units[row["Metric Name"]], row["Kernel Name"][:110])
 PY
+  done
+fi
+
+if has call-trace; then
+  step "both libraries' calls under JAX's profiler"
+  for kernels in prebuilt runtime; do
+    JAXQIF_CUDA_KERNELS=$kernels python3 benchmarks/call_trace.py \
+      --shapes "${RTC_SHAPES:-256x2^16,1024x2^14}" --dtypes "${RTC_DTYPES:-bfloat16}" \
+      --modes "${TRACE_MODES:-fwd}" 2>&1 | grep -v "^W0000\|^I0000"
   done
 fi
 

@@ -162,6 +162,30 @@ struct Instance {
     slot.store(*out, std::memory_order_release);
     return ffi::Error::Success();
   }
+
+  // Lets `function` (this instance in state's context) launch with `shared` bytes of dynamic
+  // shared memory. Above 48 KB a kernel must opt in: once per context and size, raised only when
+  // a launch needs more, not a driver call at every launch.
+  static ffi::Error allow_shared(const ContextState& state, CUfunction function, size_t shared) {
+    std::atomic<size_t>& allowed = allowed_shared[state.index];
+    if (shared <= 48 * 1024 || shared <= allowed.load(std::memory_order_acquire)) {
+      return ffi::Error::Success();
+    }
+    static std::mutex raising;
+    std::lock_guard<std::mutex> lock(raising);
+    if (shared <= allowed.load(std::memory_order_relaxed)) return ffi::Error::Success();
+    const Driver& d = driver();
+    const CUresult status =
+        d.func_set_attribute(function, kMaxDynamicSharedSizeBytes, static_cast<int>(shared));
+    if (status != kCudaSuccess) {
+      return ffi::Error::Internal("jaxqif: " + d.describe("opting in to shared memory", status));
+    }
+    allowed.store(shared, std::memory_order_release);
+    return ffi::Error::Success();
+  }
+
+ private:
+  static inline std::array<std::atomic<size_t>, kMaxContexts> allowed_shared{};
 };
 
 // The input types as the host sees them: only their size matters here (the kernels see
@@ -225,17 +249,12 @@ class RtcLauncher {
                   "the arguments are the kernel instance's Parameters");
     CUfunction function = nullptr;
     JAXQIF_RETURN_IF_ERROR(Instance<Kernel>::function(*state_, &function));
-    const Driver& d = driver();
-    CUresult status = kCudaSuccess;
-    if (shared > 48 * 1024) {  // above the default limit a kernel must opt in
-      status = d.func_set_attribute(function, kMaxDynamicSharedSizeBytes,
-                                    static_cast<int>(shared));
-    }
+    JAXQIF_RETURN_IF_ERROR(Instance<Kernel>::allow_shared(*state_, function, shared));
     void* params[] = {const_cast<void*>(static_cast<const void*>(&args))...};
-    if (status == kCudaSuccess) {
-      status = d.launch_kernel(function, grid.blocks, 1, 1, grid.threads_x, grid.threads_y, 1,
-                               static_cast<unsigned int>(shared), stream_, params, nullptr);
-    }
+    const Driver& d = driver();
+    const CUresult status =
+        d.launch_kernel(function, grid.blocks, 1, 1, grid.threads_x, grid.threads_y, 1,
+                        static_cast<unsigned int>(shared), stream_, params, nullptr);
     if (status == kCudaSuccess) return ffi::Error::Success();
     return ffi::Error::Internal("jaxqif: " + d.describe("launching a kernel", status));
   }
