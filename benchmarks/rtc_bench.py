@@ -48,7 +48,7 @@ def main(argv=None):
     extra = ["--impls", impls, "--max-seconds", str(args.max_seconds)]
     extra += ["--shapes", args.shapes] if args.shapes else []
     extra += ["--dtypes", args.dtypes] if args.dtypes else []
-    best: dict[tuple, dict[str, float]] = {}
+    times: dict[tuple, dict[str, list[float]]] = {}  # configuration -> library -> ms per round
     meta = None
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):
@@ -59,24 +59,30 @@ def main(argv=None):
                     if row["ms"] is None:  # not run (bench.py's time limit)
                         continue
                     key = (row["T"], row["N"], row["dtype"], row["mode"], row["impl"])
-                    times = best.setdefault(key, {})
-                    times[source] = min(times.get(source, math.inf), row["ms"])
+                    times.setdefault(key, {}).setdefault(source, []).append(row["ms"])
     rows = []
-    for (T, N, dtype, mode, impl), times in best.items():
-        if len(times) == 2:
-            rows.append({"T": T, "N": N, "dtype": dtype, "mode": mode, "impl": impl, **times,
-                         "ratio": times["runtime"] / times["prebuilt"]})
+    for (T, N, dtype, mode, impl), by_source in times.items():
+        if len(by_source) == 2:
+            fastest = {source: min(t) for source, t in by_source.items()}
+            # how far apart a library's own rounds are: where that exceeds the ratio's distance
+            # from 1, the ratio is the host's jitter (a call bound by its dispatch), not the kernels
+            spread = {f"{source}_spread": max(t) / min(t) for source, t in by_source.items()}
+            rows.append({"T": T, "N": N, "dtype": dtype, "mode": mode, "impl": impl, **fastest,
+                         **spread, "ratio": fastest["runtime"] / fastest["prebuilt"]})
     ratios = [r["ratio"] for r in rows]
     geomean = math.exp(sum(map(math.log, ratios)) / len(ratios))
     lines = [f"# jaxqif: run-time compiled (NVRTC) vs nvcc-built kernels, {meta['device']} "
              f"({datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')})", "",
              f"{args.rounds} alternating rounds of bench.py per library (ms: a round's median "
-             "of the timed batches, the fastest round kept); ratio = runtime / prebuilt.", "",
-             "| T | N | dtype | mode | impl | prebuilt ms | runtime ms | ratio |",
-             "|---|---|---|---|---|---|---|---|"]
+             "of the timed batches, the fastest round kept); ratio = runtime / prebuilt; "
+             "spread = a library's slowest round / its fastest.", "",
+             "| T | N | dtype | mode | impl | prebuilt ms | runtime ms | ratio | "
+             "prebuilt spread | runtime spread |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['T']} | {r['N']:,} | {r['dtype']} | {r['mode']} | {r['impl']} | "
-                     f"{r['prebuilt']:.4f} | {r['runtime']:.4f} | {r['ratio']:.3f} |")
+                     f"{r['prebuilt']:.4f} | {r['runtime']:.4f} | {r['ratio']:.3f} | "
+                     f"{r['prebuilt_spread']:.3f} | {r['runtime_spread']:.3f} |")
     lines += ["", f"Geometric mean of the ratios: {geomean:.3f}; range {min(ratios):.3f} - "
                   f"{max(ratios):.3f} over {len(rows)} configurations."]
     args.out_dir.mkdir(parents=True, exist_ok=True)
