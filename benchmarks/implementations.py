@@ -24,6 +24,23 @@ BASELINES = (SJ, PURE_JAX)
 ARRAY_FEATURES = 1024  # features of jaxqif-arrays' per-feature parameters (at most)
 
 
+def per_feature_parameters(jnp, n: int):
+    """jaxqif-arrays' tau and v_threshold for x[T, n]: one value per feature (F = min(n,
+    ARRAY_FEATURES)), around the scalar path's tau = 2, v_threshold = 1."""
+    features = min(n, ARRAY_FEATURES)
+    f = jnp.arange(features, dtype=jnp.float32) / features
+    return 2.0 + 0.1 * f, 1.0 + 0.05 * f
+
+
+def spikes_with_parameters(jaxqif, backend: str, x, tau, v_threshold):
+    """qif_multistep's spikes for x[T, N] with per-feature tau and v_threshold (x seen as
+    [T, N / F, F])."""
+    t, n = x.shape
+    out = jaxqif.qif_multistep(x.reshape(t, n // tau.shape[0], tau.shape[0]), tau=tau,
+                               v_threshold=v_threshold, backend=backend)[0]
+    return out.reshape(t, n)
+
+
 class JaxImpl:
     """jaxqif.qif_multistep with one backend: "ffi" (the fused kernel) or "jax" (lax.scan);
     per_feature: tau and v_threshold as arrays of one value per feature (jaxqif-arrays)."""
@@ -31,21 +48,13 @@ class JaxImpl:
     def __init__(self, jax, jnp, jaxqif, backend: str, per_feature: bool = False):
         self.jax, self.jnp, self.backend = jax, jnp, backend
 
-        def features(x):
-            return min(x.shape[-1], ARRAY_FEATURES)
-
-        def parameters(x):  # per feature, around the scalar path's tau = 2, v_threshold = 1
-            f = jnp.arange(features(x), dtype=jnp.float32) / features(x)
-            return 2.0 + 0.1 * f, 1.0 + 0.05 * f
+        def parameters(x):
+            return per_feature_parameters(jnp, x.shape[-1])
 
         def spikes(x, *params):
             if not per_feature:
                 return jaxqif.qif_multistep(x, backend=backend)[0]
-            t, n = x.shape
-            tau, threshold = params
-            out = jaxqif.qif_multistep(x.reshape(t, n // tau.shape[0], tau.shape[0]), tau=tau,
-                                       v_threshold=threshold, backend=backend)[0]
-            return out.reshape(t, n)
+            return spikes_with_parameters(jaxqif, backend, x, *params)
 
         def forward(x):
             return spikes(x, *(parameters(x) if per_feature else ()))

@@ -4,7 +4,9 @@ Compute. Shows where time goes inside the end-to-end numbers of bench.py (the v_
 any copy XLA adds around the custom calls, forward vs backward).
 
     ncu --clock-control none --profile-from-start off --csv --metrics <see METRICS> \\
-        python3 benchmarks/kernel_profile.py [--shapes 4x2^23,...] [--dtypes float32,...]
+        python3 benchmarks/kernel_profile.py [--shapes 4x2^23,...] [--dtypes float32,...] [--arrays]
+
+(--arrays: also the calls with tau and v_threshold per feature, bench.py's jaxqif-arrays.)
 
 (scripts/gpu_check.sh's `profile` stage runs exactly that.) Only the calls after warm-up are
 profiled, between cudaProfilerStart/Stop (through CuPy, which shares JAX's CUDA context).
@@ -26,6 +28,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from implementations import (  # noqa: E402
+    JAXQIF, JAXQIF_ARRAYS, per_feature_parameters, spikes_with_parameters)
 from problem import FLOOR_BYTES, SHAPES, make_inputs, parse_shape, shape_n  # noqa: E402
 
 METRICS = ("gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,"
@@ -54,9 +58,10 @@ def calls(csv_path: Path) -> list[dict]:
     if len(grouped) != len(labels):
         raise ValueError(f"{len(labels)} PROFILE lines but {len(grouped)} calls in {csv_path}")
     result = []
-    for (mode, t, n, dtype), group in zip(labels, grouped):
+    for (mode, t, n, dtype, *impl), group in zip(labels, grouped):
+        impl = impl[0] if impl else JAXQIF  # (the label of the scalar path's calls, before --arrays)
         result.append(dict(
-            mode=mode, T=int(t.split("=")[1]), N=int(n.split("=")[1]), dtype=dtype,
+            mode=mode, T=int(t.split("=")[1]), N=int(n.split("=")[1]), dtype=dtype, impl=impl,
             kernels=len(group), us=sum(k["gpu__time_duration.sum"] for k in group) / 1e3,
             dram_mb=sum(k["dram__bytes_read.sum"] + k["dram__bytes_write.sum"]
                         for k in group) / 1e6))
@@ -67,13 +72,13 @@ def table(csv_path: Path, bench_json: Path | None) -> str:
     bandwidth = None
     if bench_json is not None:
         bandwidth = json.loads(bench_json.read_text())["bandwidth"]["copy_GBps"] * 1e9
-    lines = ["| T | N | dtype | mode | kernels | kernel us | DRAM MB | floor us | × floor |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| T | N | dtype | mode | impl | kernels | kernel us | DRAM MB | floor us | × floor |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for c in calls(csv_path):
         floor = (c["T"] * c["N"] * FLOOR_BYTES[(c["mode"], c["dtype"])] / bandwidth * 1e6
                  if bandwidth else None)
         ratio = f"{c['us'] / floor:.2f}x" if floor else "—"
-        lines.append(f"| {c['T']} | {shape_n(c['N'])} | {c['dtype']} | {c['mode']} "
+        lines.append(f"| {c['T']} | {shape_n(c['N'])} | {c['dtype']} | {c['mode']} | {c['impl']} "
                      f"| {c['kernels']} | {c['us']:.1f} | {c['dram_mb']:.0f} "
                      f"| {f'{floor:.1f}' if floor else '—'} | {ratio} |")
     return "\n".join(lines) + "\n"
@@ -84,6 +89,8 @@ def main(argv=None):
     p.add_argument("--shapes", type=lambda s: [parse_shape(x) for x in s.split(",")],
                    default=SHAPES)
     p.add_argument("--dtypes", type=lambda s: s.split(","), default=["float32", "bfloat16"])
+    p.add_argument("--arrays", action="store_true",
+                   help="also jaxqif-arrays: tau and v_threshold per feature, as bench.py's")
     p.add_argument("--table", type=Path, metavar="CSV",
                    help="profile nothing: print the markdown table of an earlier ncu CSV")
     p.add_argument("--bench", type=Path, metavar="JSON",
@@ -99,21 +106,33 @@ def main(argv=None):
 
     import jaxqif
 
-    infer = jax.jit(lambda x: jaxqif.qif_multistep(x, backend="ffi")[0])
-    def train(x, g):  # as bench.py's fwd+bwd: the spikes and grad_x of sum(spikes * g)
-        spikes, vjp = jax.vjp(lambda x: jaxqif.qif_multistep(x, backend="ffi")[0], x)
-        return spikes, vjp(g)[0]
+    # As bench.py's calls, with the per-feature parameters as arguments: computed inside, they
+    # would add a kernel before the forward's, which starts a call here.
+    def spikes(x, *params):
+        if not params:
+            return jaxqif.qif_multistep(x, backend="ffi")[0]
+        return spikes_with_parameters(jaxqif, "ffi", x, *params)
+
+    infer = jax.jit(spikes)
+
+    def train(x, g, *params):  # the spikes, grad_x of sum(spikes * g), and the parameters'
+        out, vjp = jax.vjp(spikes, x, *params)
+        return out, *vjp(g)
 
     train = jax.jit(train)
+    impls = (JAXQIF, JAXQIF_ARRAYS) if args.arrays else (JAXQIF,)
     for t, n in args.shapes:
         for dtype in args.dtypes:
             (x,), (g,) = make_inputs(jax, jnp, t, n, dtype, 1)
-            for name, fn, fn_args in (("fwd", infer, (x,)), ("fwd+bwd", train, (x, g))):
-                jax.block_until_ready(fn(*fn_args))  # compile and warm up outside the profile
-                print(f"PROFILE {name} T={t} N={n} {dtype}", flush=True)
-                cupy.cuda.runtime.profilerStart()
-                jax.block_until_ready(fn(*fn_args))
-                cupy.cuda.runtime.profilerStop()
+            for impl in impls:
+                params = per_feature_parameters(jnp, n) if impl == JAXQIF_ARRAYS else ()
+                for name, fn, fn_args in (("fwd", infer, (x, *params)),
+                                          ("fwd+bwd", train, (x, g, *params))):
+                    jax.block_until_ready(fn(*fn_args))  # compile and warm up outside
+                    print(f"PROFILE {name} T={t} N={n} {dtype} {impl}", flush=True)
+                    cupy.cuda.runtime.profilerStart()
+                    jax.block_until_ready(fn(*fn_args))
+                    cupy.cuda.runtime.profilerStop()
             del x, g
 
 
