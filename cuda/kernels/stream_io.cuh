@@ -158,8 +158,9 @@ class StreamReader {
 
   // Slot u of chunk c in this thread's column of the ring: consecutive threads read
   // consecutive addresses, free of bank conflicts. (Its address is computed in 32 bits, as a
-  // shared-memory address: nvcc does that by itself, NVRTC keeps generic 64-bit arithmetic
-  // unless told, benchmarks/NOTES.md "Run-time compiled kernels and 32-bit shared addresses".)
+  // shared-memory address: nvcc does that by itself, NVRTC keeps generic 64-bit arithmetic and
+  // has no option against it; benchmarks/NOTES.md, "Run-time compiled kernels and 32-bit shared
+  // addresses".)
   __device__ __forceinline__ Value* slot(int64_t chunk, int u) const {
     const uint32_t slot_index = static_cast<uint32_t>(chunk) % kRingSlots;
     const uint32_t offset = (slot_index * kChunk + u) * threads_ * uint32_t{sizeof(Value)};
