@@ -15,7 +15,8 @@ profiled, between cudaProfilerStart/Stop (through CuPy, which shares JAX's CUDA 
 
 renders that output as a markdown table: per call, the sum of its kernels' durations (a call
 starts at its forward kernel), DRAM bytes, and the ratio to bench.py's floor at the copy
-bandwidth of the given bench.py results. Nsight Compute runs each kernel alone with its caches
+bandwidth of the given bench.py results; `--kernels profile.csv` lists its kernels one by one
+(time, registers). Nsight Compute runs each kernel alone with its caches
 flushed first, so these are the kernels' own times, without the host's dispatch.
 """
 
@@ -37,21 +38,27 @@ METRICS = ("gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,"
            "sm__warps_active.avg.pct_of_peak_sustained_active")
 
 
-def calls(csv_path: Path) -> list[dict]:
-    """The profiled calls, in order: the PROFILE lines this script printed, each with the
-    kernels (name, ns, DRAM bytes) that ncu listed for it."""
+def kernels(csv_path: Path) -> list[dict]:
+    """Every kernel ncu profiled, in launch order: its name and its metrics' values."""
     lines = csv_path.read_text().splitlines()
-    labels = [line.split()[1:] for line in lines if line.startswith("PROFILE ")]
     start = next(i for i, line in enumerate(lines) if line.startswith('"ID"'))
-    kernels: dict = {}
+    by_id: dict = {}
     for row in csv.DictReader(lines[start:]):
         try:
             value = float(row["Metric Value"].replace(",", ""))
         except ValueError:
             value = row["Metric Value"]
-        kernels.setdefault(row["ID"], {"name": row["Kernel Name"]})[row["Metric Name"]] = value
+        by_id.setdefault(row["ID"], {"name": row["Kernel Name"]})[row["Metric Name"]] = value
+    return list(by_id.values())
+
+
+def calls(csv_path: Path) -> list[dict]:
+    """The profiled calls, in order: the PROFILE lines this script printed, each with the
+    kernels (name, ns, DRAM bytes) that ncu listed for it."""
+    labels = [line.split()[1:] for line in csv_path.read_text().splitlines()
+              if line.startswith("PROFILE ")]
     grouped: list[list] = []
-    for kernel in kernels.values():  # in launch order
+    for kernel in kernels(csv_path):  # in launch order
         if "forward_kernel<" in kernel["name"] or not grouped:
             grouped.append([])
         grouped[-1].append(kernel)
@@ -95,9 +102,16 @@ def main(argv=None):
                    help="profile nothing: print the markdown table of an earlier ncu CSV")
     p.add_argument("--bench", type=Path, metavar="JSON",
                    help="with --table: bench.py results whose copy bandwidth sets the floor")
+    p.add_argument("--kernels", type=Path, metavar="CSV",
+                   help="profile nothing: list each kernel of an earlier ncu CSV (time, registers)")
     args = p.parse_args(argv)
     if args.table:
         print(table(args.table, args.bench), end="")
+        return
+    if args.kernels:
+        for i, k in enumerate(kernels(args.kernels)):
+            print(f"{i} {k['gpu__time_duration.sum']:,.0f} ns "
+                  f"{k['launch__registers_per_thread']:.0f} registers {k['name'][:110]}")
         return
 
     import cupy

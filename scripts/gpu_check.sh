@@ -80,15 +80,7 @@ if has rtc-profile; then
       >"$OUT/profile_$kernels.csv" 2>&1
     echo "== $kernels (ncu exit code $?)"
     python3 benchmarks/kernel_profile.py --table "$OUT/profile_$kernels.csv" 2>&1 | tail -12
-    python3 - "$OUT/profile_$kernels.csv" <<'PY'
-import csv, sys
-lines = open(sys.argv[1]).read().splitlines()
-start = next(i for i, line in enumerate(lines) if line.startswith('"ID"'))
-units = {"gpu__time_duration.sum": "ns", "launch__registers_per_thread": "registers"}
-for row in csv.DictReader(lines[start:]):
-    if row["Metric Name"] in units:
-        print(row["ID"], row["Metric Value"], units[row["Metric Name"]], row["Kernel Name"][:110])
-PY
+    python3 benchmarks/kernel_profile.py --kernels "$OUT/profile_$kernels.csv"
   done
 fi
 
