@@ -154,6 +154,49 @@ def test_backward_without_spike_cotangent(layout):
     assert_close(gv, gv_r, 1e-5, "grad v_init")
 
 
+def _per_feature_loss_and_grads(device, x, v, weights, tau, v_threshold, **params):
+    """loss_and_grads with tau and v_threshold given per feature, and their gradients too."""
+    x, v, weights, tau, v_threshold = _on(device, x, v, weights, tau, v_threshold)
+
+    def loss(x, v, tau, v_threshold):
+        spikes, v_final, v_seq = jaxqif.qif_multistep(x, v, tau=tau, v_threshold=v_threshold,
+                                                      backend="ffi", **params)
+        total = jnp.sum(spikes.astype(jnp.float64) * weights) + jnp.sum(jnp.sin(v_final))
+        return total + jnp.sum(v_seq * weights), (spikes, v_final, v_seq)
+
+    return jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3), has_aux=True))(x, v, tau, v_threshold)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
+@pytest.mark.parametrize("v_reset", [-0.1, None], ids=["hard", "soft"])
+@pytest.mark.parametrize("layout", LAYOUTS[:1] + LARGE_LAYOUTS, ids=lambda l: f"{l[0]}")
+def test_every_launch_configuration_with_per_feature_parameters(layout, v_reset, dtype):
+    """The per-neuron kernels in every launch plan they take (the wide layouts run narrow,
+    launch/plan.h's per_neuron_plan), against the CPU kernel, parameter gradients included."""
+    shape, time_axis = layout
+    x, v = make_inputs(shape, time_axis, dtype, seed=21)
+    weights = jax.random.normal(jax.random.key(22), shape, jnp.float64)
+    features = shape[-1] if time_axis % len(shape) != len(shape) - 1 else shape[-2]
+    state = jnp.float64 if dtype == jnp.float64 else jnp.float32
+    rng = np.random.default_rng(23)
+    tau = jnp.asarray(rng.uniform(1.5, 3.0, features), state)
+    v_threshold = jnp.asarray(rng.uniform(0.9, 1.2, features), state)
+    params = dict(v_reset=v_reset, store_v_seq=True, time_axis=time_axis)
+    (gx, gv, gt, gth), (spikes, vf, vs) = _per_feature_loss_and_grads(
+        _gpu(), x, v, weights, tau, v_threshold, **params)
+    (gx_c, gv_c, gt_c, gth_c), (spikes_c, vf_c, vs_c) = _per_feature_loss_and_grads(
+        _cpu(), x, v, weights, tau, v_threshold, **params)
+    np.testing.assert_array_equal(np.asarray(spikes, np.float64), np.asarray(spikes_c, np.float64))
+    np.testing.assert_array_equal(vf, vf_c)
+    np.testing.assert_array_equal(vs, vs_c)
+    tol = TOLERANCES[jnp.dtype(dtype)]["grad"]
+    assert_close(gx, gx_c, tol, "grad x_seq")
+    assert_close(gv, gv_c, tol, "grad v_init")
+    # (sums over every step and batch row: compared relative to their largest magnitude)
+    assert_close(gt, gt_c, max(tol, 1e-5) * 4, "grad tau")
+    assert_close(gth, gth_c, max(tol, 1e-5) * 4, "grad v_threshold")
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
 @pytest.mark.parametrize("v_reset", [-0.1, None], ids=["hard", "soft"])
 @pytest.mark.parametrize("layout", LAYOUTS[:1] + LARGE_LAYOUTS, ids=lambda l: f"{l[0]}")

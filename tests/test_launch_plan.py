@@ -39,9 +39,10 @@ const char* name(Plan plan) {
 
 template <typename X>
 void plan(const char* label, Layout l, bool backward, bool aligned = true,
-          const DeviceProperties& device = kH100) {
+          const DeviceProperties& device = kH100, bool per_neuron = false) {
   const int wide_vec = backward ? backward_wide_vec<X>(l.steps) : kWideVec<X>;
-  const LaunchPlan p = choose_plan(l, wide_vec, kStagedVec<X>, aligned, backward, device);
+  LaunchPlan p = choose_plan(l, wide_vec, kStagedVec<X>, aligned, backward, device);
+  if (per_neuron) p = per_neuron_plan(p);
   std::printf("plan %s %s %d %lld %d %d %u\n", label, name(p.plan), p.vec,
               static_cast<long long>(p.groups), p.threads_per_block, p.segments, p.blocks());
   auto print_shape = [&]<typename Sh>() {
@@ -105,6 +106,15 @@ int main() {
   plan<Half16>("bwd_narrow_long_odd", {1, 11, 37}, true);
   plan<float>("bwd_narrow_long_unaligned", {1, 1024, 1 << 14}, true, false);
 
+  // With per-neuron parameters (per_neuron_plan)
+  plan<float>("per_neuron_wide_f32", {1, 16, 1 << 20}, false, true, kH100, true);
+  plan<Half16>("per_neuron_wide_16bit", {1, 16, 1 << 21}, false, true, kH100, true);
+  plan<float>("per_neuron_staged_deep_f32", {1, 1024, 1 << 14}, false, true, kH100, true);
+  plan<float>("per_neuron_bwd_wide_short", {1, 3, 1 << 20}, true, true, kH100, true);
+  plan<Half16>("per_neuron_bwd_wide_16bit", {1, 5, 1 << 20}, true, true, kH100, true);
+  plan<float>("per_neuron_bwd_narrow", {1, 16, 150001}, true, true, kH100, true);
+  plan<float>("per_neuron_bwd_segmented_2", {1, 520, 1 << 16}, true, true, kH100, true);
+
   undispatched<float>("fwd_segmented", Plan::kSegmented, false);
   undispatched<float>("bwd_staged_deep", Plan::kStagedDeep, true);
   undispatched<float>("bwd_staged_shallow", Plan::kStagedShallow, true);
@@ -163,6 +173,15 @@ PLANS = {
     "bwd_segmented_1": ("segmented", 1, 100000, 32, 1, 3125),
     "bwd_narrow_long_odd": ("narrow_long", 1, 37, 32, 1, 2),
     "bwd_narrow_long_unaligned": ("narrow_long", 1, 16384, 32, 1, 512),
+    # Per-neuron parameters: the wide plans become narrow (one neuron per thread, the same
+    # neurons), the others stay.
+    "per_neuron_wide_f32": ("narrow", 1, 1 << 20, 128, 1, 8192),
+    "per_neuron_wide_16bit": ("narrow", 1, 1 << 21, 128, 1, 16384),
+    "per_neuron_staged_deep_f32": ("staged_deep", 1, 16384, 32, 1, 512),
+    "per_neuron_bwd_wide_short": ("narrow", 1, 1 << 20, 128, 1, 8192),
+    "per_neuron_bwd_wide_16bit": ("narrow", 1, 1 << 20, 128, 1, 8192),
+    "per_neuron_bwd_narrow": ("narrow", 1, 150001, 128, 1, 1172),
+    "per_neuron_bwd_segmented_2": ("segmented", 1, 65536, 64, 2, 2048),
 }
 
 # name: (neurons per thread, steps per chunk, staged) of the kernel the plan launches; the
@@ -193,6 +212,13 @@ SHAPES = {
     "bwd_segmented_1": (1, 8, 1),
     "bwd_narrow_long_odd": (1, 4, 0),
     "bwd_narrow_long_unaligned": (1, 8, 0),
+    "per_neuron_wide_f32": (1, 8, 0),
+    "per_neuron_wide_16bit": (1, 8, 0),
+    "per_neuron_staged_deep_f32": (1, 32, 1),
+    "per_neuron_bwd_wide_short": (1, 8, 0),
+    "per_neuron_bwd_wide_16bit": (1, 4, 0),
+    "per_neuron_bwd_narrow": (1, 8, 0),
+    "per_neuron_bwd_segmented_2": (1, 8, 1),
 }
 
 # dtype: kWideVec, kBackwardWideVec, kBackwardShortVec, kStagedVec, backward_wide_vec at 4 and

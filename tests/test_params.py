@@ -120,6 +120,14 @@ def test_array_v_reset_is_the_default_start():
 
 # --- the fused kernels against the pure-JAX path ---------------------------------------------
 
+# On the CPU and, where there is one, on a GPU (the CUDA kernels; tests/test_gpu.py has the
+# launch plans of large layouts).
+@pytest.fixture(params=["cpu", pytest.param("gpu", marks=pytest.mark.gpu)])
+def device(request):
+    with jax.default_device(jax.devices(request.param)[0]):
+        yield request.param
+
+
 # (parameter shape, as given) against neurons (3, 4): a scalar array, per feature, per
 # neuron, per batch row (broadcast over the features: not a trailing block, so it is expanded)
 PARAM_SHAPES = [(), (4,), (1, 4), (3, 4), (3, 1)]
@@ -162,7 +170,7 @@ def _assert_parity(x, v, names_shapes, dtype, seed=0, **kwargs):
 
 @pytest.mark.parametrize("shape", PARAM_SHAPES, ids=str)
 @pytest.mark.parametrize("v_reset", [-0.1, None], ids=["hard", "soft"])
-def test_every_parameter_as_an_array(shape, v_reset):
+def test_every_parameter_as_an_array(shape, v_reset, device):
     x, v = make_inputs(SHAPE, TIME_AXIS, jnp.float32, seed=11)
     names = PARAMS if v_reset is not None else PARAMS[:-1]
     _assert_parity(x, v, [(n, shape) for n in names], jnp.float32,
@@ -174,7 +182,7 @@ def test_every_parameter_as_an_array(shape, v_reset):
 @pytest.mark.parametrize("detach_reset", [False, True], ids=["", "detach"])
 @pytest.mark.parametrize("v_reset", [-0.1, None], ids=["hard", "soft"])
 @pytest.mark.parametrize("surrogate", SURROGATES, ids=lambda s: type(s).__name__)
-def test_learnable_pair_parity(surrogate, v_reset, detach_reset, store_v_seq, dtype):
+def test_learnable_pair_parity(surrogate, v_reset, detach_reset, store_v_seq, dtype, device):
     """The common case, tau and v_threshold per feature, over every setting."""
     x, v = make_inputs(SHAPE, TIME_AXIS, dtype, seed=13)
     _assert_parity(x, v, [("tau", (4,)), ("v_threshold", (4,))], dtype, surrogate=surrogate,
@@ -184,7 +192,7 @@ def test_learnable_pair_parity(surrogate, v_reset, detach_reset, store_v_seq, dt
 @pytest.mark.parametrize("layout", [((9, 4), 0, (4,)), ((3, 9, 4), 1, (4,)),
                                     ((4, 3, 9), -1, (4, 3)), ((2, 20, 3, 5), 1, (5,))],
                          ids=lambda l: f"{len(l[0])}d-axis{l[1]}")
-def test_array_parameters_in_other_layouts(layout):
+def test_array_parameters_in_other_layouts(layout, device):
     shape, time_axis, param_shape = layout
     x, v = make_inputs(shape, time_axis, jnp.float32, seed=17)
     _assert_parity(x, v, [("tau", param_shape), ("a0", param_shape), ("v_rest", ())],
@@ -192,7 +200,7 @@ def test_array_parameters_in_other_layouts(layout):
 
 
 @pytest.mark.parametrize("v_reset", [-0.1, None], ids=["hard", "soft"])
-def test_parameter_gradients_equal_finite_differences(v_reset):
+def test_parameter_gradients_equal_finite_differences(v_reset, device):
     """float64, detach_reset=True, v outputs: the true derivative (no surrogate) w.r.t. every
     parameter given as an array, per feature."""
     x, v = make_inputs((8, 3, 4), 0, jnp.float64, seed=19)
@@ -209,7 +217,7 @@ def test_parameter_gradients_equal_finite_differences(v_reset):
     check_grads(v_outputs, (arrays,), order=1, modes=["rev"], eps=1e-7, atol=1e-5, rtol=1e-5)
 
 
-def test_vmap_over_the_parameters():
+def test_vmap_over_the_parameters(device):
     """An ensemble of neuron types: vmap over tau and v_threshold (and over x or not)."""
     x, v = make_inputs(SHAPE, TIME_AXIS, jnp.float32, seed=23)
     taus = jnp.asarray(_values("tau", (5, 4)), jnp.float32)

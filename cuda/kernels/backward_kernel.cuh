@@ -22,18 +22,18 @@ template <bool kHasGradVSeq>
 constexpr int kBackwardBlocksPerSM = kHasGradVSeq ? 4 : 5;
 
 // The per-neuron kernel holds each neuron's constants, values and parameter sums beside the
-// serial kernel's interval (about 16 registers more per neuron, and a copy of the interval's x):
-// it is compiled for fewer blocks per multiprocessor, so that it does not spill: 3 (168
-// registers) with 4 bytes of state per thread (one float neuron), and with 8 on Hopper (two
-// float neurons: about 164 registers there, but spills on sm_80); else 2 (255 registers).
-// (The device pass of each architecture sees its own __CUDA_ARCH__, as the CUDA guide's
-// architecture-specific launch bounds do.)
-template <int kVec, typename S>
+// serial kernel's interval, one neuron per thread (launch/plan.h, per_neuron_plan). It is
+// compiled for as many blocks per multiprocessor as hold that without spilling, for every
+// surrogate and reset mode: float32 (intervals of 8 steps) 5 (96 registers); 16-bit inputs
+// (intervals of 4) 7 on Hopper (72), 6 on sm_80, where 7 spills; float64 2. (The device pass of
+// each architecture sees its own __CUDA_ARCH__, as the CUDA guide's architecture-specific
+// launch bounds do.)
+template <typename X, typename S>
 constexpr int kPerNeuronBackwardBlocksPerSM =
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
-    kVec * sizeof(S) <= 4 ? 3 : 2;
+    sizeof(S) == 8 ? 2 : sizeof(X) == 2 ? 6 : 5;
 #else
-    kVec * sizeof(S) <= 4 || (kVec * sizeof(S) == 8 && sizeof(S) == 4) ? 3 : 2;
+    sizeof(S) == 8 ? 2 : sizeof(X) == 2 ? 7 : 5;
 #endif
 
 // Walks the checkpoint intervals downwards, one thread per group through all T steps (the
@@ -180,11 +180,12 @@ __global__ void __launch_bounds__(128, kBackwardBlocksPerSM<kHasGradVSeq>)
 }
 
 // Some parameter given as an array: each neuron's constants (NeuronParams) and its parameter
-// gradients; grad_v_seq chosen at run time.
+// gradients, one neuron per thread; grad_v_seq chosen at run time.
 template <SurrogateKind kKind, bool kHardReset, typename X, typename S, typename Sh>
-__global__ void __launch_bounds__(128, kPerNeuronBackwardBlocksPerSM<Sh::kVec, S>)
+__global__ void __launch_bounds__(128, kPerNeuronBackwardBlocksPerSM<X, S>)
     per_neuron_backward_kernel(BackwardArrays ptr, int64_t steps, int64_t inner, int64_t groups,
                                QifParams<S> shared, S v_init_value, NeuronValues<S> numbers) {
+  static_assert(Sh::kVec == 1, "per-neuron calls take one neuron per thread (per_neuron_plan)");
   backward_walk<kKind, kHardReset, X, S, Sh>(
       ptr, steps, inner, groups, NeuronParamsOf<S, Sh::kVec>{ptr.params, numbers, shared},
       v_init_value, ptr.grad_v_seq != nullptr);

@@ -28,29 +28,32 @@ ffi::Error launch_backward(const BackwardCall& call, Launcher& launcher) {
     using S = typename D::State;
     const auto p = QifParams<S>::template backward<kKind>(call.settings);
     const DeviceProperties& device = launcher.device();
-    const LaunchPlan plan = choose_plan(
+    const LaunchPlan scalar_plan = choose_plan(
         call.layout, backward_wide_vec<X>(call.layout.steps), kStagedVec<X>,
         all_aligned({call.ptr.grad_spikes, call.ptr.grad_v_seq, call.ptr.grad_v_final,
                      call.ptr.x, call.ptr.checkpoints, call.ptr.v_init, call.ptr.grad_x,
                      call.ptr.grad_v_init}),
         true, device);
+    const LaunchPlan plan = call.params.any() ? per_neuron_plan(scalar_plan) : scalar_plan;
     const double v_init_value = call.settings.neuron.v_init_value;
     dispatch_backward_plan<X>(plan.plan, call.layout.steps, [&]<typename Sh>() {
       if (call.params.any()) {  // per-neuron constants and gradients; grad_v_seq at run time
-        const BackwardArrays arrays{call.ptr, call.params, call.param_grads};
-        const auto numbers = NeuronValues<S>::numbers(call.settings.neuron);
-        if constexpr (Sh::kStaged) {
-          const size_t shared = segmented_shared_bytes<X, S, Sh>(call.ptr.grad_v_seq != nullptr);
-          LaunchPlan segmented = plan;  // at most the warps per block the kernel is built for
-          segmented.segments = std::min(plan.segments, kPerNeuronMaxSegments<S>);
-          segmented.threads_per_block = 32 * segmented.segments;
-          status = launch_plan(launcher,
-                               PerNeuronSegmentedBackwardKernel<kKind, kHardReset, D, Sh>{},
-                               fit_segments(segmented, shared, device), shared, arrays,
-                               call.layout, p, v_init_value, numbers);
-        } else {
-          status = launch_plan(launcher, PerNeuronBackwardKernel<kKind, kHardReset, D, Sh>{},
-                               plan, 0, arrays, call.layout, p, v_init_value, numbers);
+        if constexpr (kPerNeuronShape<Sh>) {  // (per_neuron_plan gives no other)
+          const BackwardArrays arrays{call.ptr, call.params, call.param_grads};
+          const auto numbers = NeuronValues<S>::numbers(call.settings.neuron);
+          if constexpr (Sh::kStaged) {
+            const size_t shared = segmented_shared_bytes<X, S, Sh>(call.ptr.grad_v_seq != nullptr);
+            LaunchPlan segmented = plan;  // at most the warps per block the kernel is built for
+            segmented.segments = std::min(plan.segments, kPerNeuronMaxSegments<S>);
+            segmented.threads_per_block = 32 * segmented.segments;
+            status = launch_plan(launcher,
+                                 PerNeuronSegmentedBackwardKernel<kKind, kHardReset, D, Sh>{},
+                                 fit_segments(segmented, shared, device), shared, arrays,
+                                 call.layout, p, v_init_value, numbers);
+          } else {
+            status = launch_plan(launcher, PerNeuronBackwardKernel<kKind, kHardReset, D, Sh>{},
+                                 plan, 0, arrays, call.layout, p, v_init_value, numbers);
+          }
         }
         return;
       }

@@ -103,11 +103,12 @@ ffi::Error launch_forward(const ForwardCall& call, Launcher& launcher) {
     using X = typename D::Input;
     using S = typename D::State;
     const QifParams<S> p(call.settings);
-    const LaunchPlan plan =
+    const LaunchPlan scalar_plan =
         choose_plan(call.layout, kWideVec<X>, kStagedVec<X>,
                     all_aligned({call.ptr.x, call.ptr.v_init, call.ptr.spikes, call.ptr.v_final,
                                  call.ptr.v_seq, call.ptr.checkpoints}),
                     false, launcher.device());
+    const LaunchPlan plan = call.params.any() ? per_neuron_plan(scalar_plan) : scalar_plan;
     // The staged plans' layouts go to the bulk forward where it can take them.
     if ((plan.plan == Plan::kStagedDeep &&
          launch_bulk_forward<D, BulkDeep<X>>(launcher, call, p, &status)) ||
@@ -121,12 +122,14 @@ ffi::Error launch_forward(const ForwardCall& call, Launcher& launcher) {
         // Per-neuron constants. Inference (no stream stored) has its own instance, with no
         // registers held for the streams it never writes; a training forward's streams are
         // chosen at run time (kStores: one instance for all three sets).
-        bool_switch([&]<bool kHardReset, bool kStores>() {
-          status = launch_plan(launcher, PerNeuronForwardKernel<D, kHardReset, kStores, Sh>{},
-                               plan, shared, ForwardArrays{call.ptr, call.params}, call.layout,
-                               p, call.settings.v_init_value,
-                               NeuronValues<S>::numbers(call.settings));
-        }, call.settings.hard_reset, stores_a_stream(call));
+        if constexpr (kPerNeuronShape<Sh>) {
+          bool_switch([&]<bool kHardReset, bool kStores>() {
+            status = launch_plan(launcher, PerNeuronForwardKernel<D, kHardReset, kStores, Sh>{},
+                                 plan, shared, ForwardArrays{call.ptr, call.params},
+                                 call.layout, p, call.settings.v_init_value,
+                                 NeuronValues<S>::numbers(call.settings));
+          }, call.settings.hard_reset, stores_a_stream(call));
+        }
         return;
       }
       // One kernel per set of stored streams (inference: neither checkpoints nor v_seq).

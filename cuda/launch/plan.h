@@ -123,6 +123,20 @@ inline LaunchPlan choose_plan(const Layout& l, int wide_vec, int staged_vec, boo
   return {plan, vec, groups, threads};
 }
 
+// The plan of a call with per-neuron parameters: the narrow one where the scalar kernels would
+// take the wide one. A thread folds and holds each of its neurons' constants (and in the backward
+// their gradient sums) in registers: in groups of 4-8 neurons that made the per-neuron kernels
+// register-bound, at 2 blocks per multiprocessor (benchmarks/NOTES.md, "Per-neuron kernels: one
+// neuron per thread").
+inline LaunchPlan per_neuron_plan(const LaunchPlan& plan) {
+  if (plan.plan != Plan::kWide) return plan;
+  return {Plan::kNarrow, 1, plan.groups * plan.vec, 128};
+}
+// The kernel shapes per_neuron_plan can give (all but the wide ones): the only per-neuron
+// kernel instances built.
+template <typename Sh>
+constexpr bool kPerNeuronShape = Sh::kVec == 1 || Sh::kStaged;
+
 // The segmented plan with as many segments (warps per block) as the device's shared memory
 // per block holds: every segment adds 32 threads' rings and composites.
 inline LaunchPlan fit_segments(LaunchPlan plan, size_t shared_bytes_per_thread,
