@@ -49,7 +49,9 @@ fi
 
 if has test; then
   step "GPU tests"
-  python3 -m pytest -q -m gpu -n 12 -p no:cacheprovider tests 2>&1 | tee "$OUT/gpu_tests.log" | tail -15
+  # (GPU_TESTS: the test files or folders to run, default all of tests/)
+  python3 -m pytest -q -m gpu -n 12 -p no:cacheprovider ${GPU_TESTS:-tests} 2>&1 \
+    | tee "$OUT/gpu_tests.log" | tail -15
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 fi
 
