@@ -165,9 +165,11 @@ fi
 if has profile; then
   step "kernel profile (ncu)"
   metrics=$(python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import kernel_profile as k; print(k.METRICS)")
-  # (PROFILE_ARRAYS=1: also the calls with per-feature parameters, bench.py's jaxqif-arrays)
+  # (PROFILE_ARRAYS=1: also the calls with per-feature parameters, bench.py's jaxqif-arrays;
+  # PROFILE_SHAPES: some of the grid's shapes, e.g. 4x2^23,1024x2^14)
   ncu --clock-control none --profile-from-start off --csv --metrics "$metrics" \
-    python3 benchmarks/kernel_profile.py ${PROFILE_ARRAYS:+--arrays} >"$OUT/profile.csv" 2>&1
+    python3 benchmarks/kernel_profile.py ${PROFILE_ARRAYS:+--arrays} \
+    ${PROFILE_SHAPES:+--shapes "$PROFILE_SHAPES"} >"$OUT/profile.csv" 2>&1
   echo "ncu exit code: $?"
   # Kernel times per call against the floor at this session's copy bandwidth (bench-full's, or
   # a quick measurement).
