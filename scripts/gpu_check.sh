@@ -3,7 +3,7 @@
 # (memcheck and racecheck) on every kernel variant, and a quick benchmark, in one go.
 #   bash scripts/gpu_check.sh [build] [test] [sanitize] [racecheck] [sanitize-jax] [bench]
 #                             [bench-full] [profile] [profile-stalls] [rtc] [rtc-bench]
-#                             [rtc-suite] [rtc-profile] [call-trace]
+#                             [rtc-suite] [rtc-profile] [call-trace] [build-rtc]
 # (default: build test sanitize bench). `sanitize` runs racecheck and memcheck on
 # tests/sanitize_harness.cu, `racecheck` only the former (HARNESS_PART=numbers or arrays: half
 # of the harness's runs); `sanitize-jax` memcheck through JAX (tests/gpu_sanitize.py);
@@ -15,7 +15,8 @@
 # nvcc (hidden from PATH, JAXQIF_CUDA=OFF) and runs the whole GPU test suite through them,
 # `rtc-profile` lists both libraries' kernels and their own times under Nsight Compute, and
 # `call-trace` traces both libraries' calls with JAX's profiler (benchmarks/call_trace.py: host
-# events, kernels and the GPU's idle time between them).
+# events, kernels and the GPU's idle time between them). `build-rtc` builds as the default
+# install does, without nvcc, in place of `build`.
 # Logs and results go to $OUT (default ./gpu-results): at most 7 files, as few come back from a
 # leased machine.
 set -uo pipefail
@@ -38,6 +39,15 @@ if has build; then
     || { tail -40 "$OUT/build.log"; exit 1; }
   grep -E "registers|spill" "$OUT/build.log" | sort | uniq -c | sort -rn | head -5
   python3 -c "import jax, jaxqif._library as l; print(jax.__version__, jax.devices(), l.available_platforms())"
+fi
+
+if has build-rtc; then
+  # The default install instead (no nvcc build, a minute less on a bare machine): the later
+  # stages run the run-time compiled kernels, each compiled at its first use.
+  step "build without nvcc (run-time compiled kernels)"
+  JAXQIF_CUDA=OFF python3 -m pip install --no-build-isolation --no-deps -e . \
+    >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+  python3 -c "import jaxqif._library as l; print(l.kernel_source('cuda'), l.library_path('cuda'))"
 fi
 
 # SpikingJelly 2.0, for the cross-check test and the benchmark's baseline: copy its wheels
