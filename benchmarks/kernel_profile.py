@@ -14,9 +14,9 @@ profiled, between cudaProfilerStart/Stop (through CuPy, which shares JAX's CUDA 
     python3 benchmarks/kernel_profile.py --table profile.csv [--bench bench.json]
 
 renders that output as a markdown table: per call, the sum of its kernels' durations (a call
-starts at its forward kernel), DRAM bytes, and the ratio to bench.py's floor at the copy
-bandwidth of the given bench.py results; `--kernels profile.csv` lists its kernels one by one
-(time, registers). Nsight Compute runs each kernel alone with its caches
+starts at an empty marker kernel launched before it), DRAM bytes, and the ratio to bench.py's
+floor at the copy bandwidth of the given bench.py results; `--kernels profile.csv` lists its
+kernels one by one (time, registers). Nsight Compute runs each kernel alone with its caches
 flushed first, so these are the kernels' own times, without the host's dispatch.
 """
 
@@ -52,16 +52,27 @@ def kernels(csv_path: Path) -> list[dict]:
     return list(by_id.values())
 
 
+# An empty kernel this script launches at the start of each profiled call: where a call's
+# kernels begin. (XLA may launch a training call's backward before its forward, which does not
+# feed it when T is one checkpoint interval or less, so a forward kernel does not mark the start.)
+MARKER = "jaxqif_profile_call"
+
+
 def calls(csv_path: Path) -> list[dict]:
     """The profiled calls, in order: the PROFILE lines this script printed, each with the
     kernels (name, ns, DRAM bytes) that ncu listed for it."""
     labels = [line.split()[1:] for line in csv_path.read_text().splitlines()
               if line.startswith("PROFILE ")]
+    listed = kernels(csv_path)  # in launch order
+    marked = any(MARKER in k["name"] for k in listed)
     grouped: list[list] = []
-    for kernel in kernels(csv_path):  # in launch order
-        if "forward_kernel<" in kernel["name"] or not grouped:
+    for kernel in listed:
+        # (CSVs of before the marker: a call starts at its forward kernel)
+        if MARKER in kernel["name"] or not grouped or (
+                not marked and "forward_kernel<" in kernel["name"]):
             grouped.append([])
-        grouped[-1].append(kernel)
+        if MARKER not in kernel["name"]:
+            grouped[-1].append(kernel)
     if len(grouped) != len(labels):
         raise ValueError(f"{len(labels)} PROFILE lines but {len(grouped)} calls in {csv_path}")
     result = []
@@ -134,6 +145,7 @@ def main(argv=None):
         return out, *vjp(g)
 
     train = jax.jit(train)
+    marker = cupy.RawKernel(f'extern "C" __global__ void {MARKER}() {{}}', MARKER)
     impls = (JAXQIF, JAXQIF_ARRAYS) if args.arrays else (JAXQIF,)
     for t, n in args.shapes:
         for dtype in args.dtypes:
@@ -145,6 +157,7 @@ def main(argv=None):
                     jax.block_until_ready(fn(*fn_args))  # compile and warm up outside
                     print(f"PROFILE {name} T={t} N={n} {dtype} {impl}", flush=True)
                     cupy.cuda.runtime.profilerStart()
+                    marker((1,), (1,), ())  # (launched before the call's kernels)
                     jax.block_until_ready(fn(*fn_args))
                     cupy.cuda.runtime.profilerStop()
             del x, g
