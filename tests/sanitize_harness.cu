@@ -169,7 +169,8 @@ int main(int argc, char** argv) {
   // empty; odd inner: 16-bit types take the narrow long plan), one step, whole rounds (128 steps
   // of float32), the ring wrapping around, a partial last box of neurons and of steps in two
   // rows, bulk shallow and 3 or 6 segments; then staged shallow (more blocks than the bulk plan
-  // holds resident), narrow, wide and wide short. Step counts from 1 to 520 cover one
+  // holds resident), narrow, wide and wide short (with parameter arrays these two take the
+  // narrow plan: launch/plan.h, per_neuron_plan). Step counts from 1 to 520 cover one
   // checkpoint interval, a partial last one (11, 21, 5, 70, 9) and whole ones (128, 520).
   const Layout layouts[] = {{1, 11, 37},     {3, 11, 6},      {2, 1, 64},
                             {1, 128, 96},    {1, 520, 64},    {2, 70, 200},
