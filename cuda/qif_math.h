@@ -219,52 +219,79 @@ QIF_HD double qif_fma(double a, double b, double c) {
 // over neurons from vectorizing. Only the backward evaluates them, and its gradients are
 // compared at a tolerance, never bit for bit.
 //
-// qif_exp2_cpu: x = n + f with n an integer and |f| <= 1/2; 2^f = e^(f ln 2) by its Taylor series
-// to the term whose remainder is below half an ulp (degree 7 in float, 13 in double), 2^n by
-// writing the exponent bits. x is first clamped to the normal exponents, so 2^x saturates at
-// 2^min and 2^max (never 0 or inf: the surrogates, which only take 1 / (1 + 2^x) or 2^-|x|,
-// come out within a denormal of what 0 and inf give); NaN stays NaN.
-// 1 / k! for k = 0 .. kDegree, in S, computed at compile time (k! is exact in double here).
-template <typename S, int kDegree>
-struct InverseFactorials {
-  S value[kDegree + 1] = {};
-  constexpr InverseFactorials() {
-    double factorial = 1.0;
-    for (int k = 0; k <= kDegree; ++k) {
-      value[k] = static_cast<S>(1.0 / factorial);
-      factorial *= k + 1;
-    }
-  }
+// qif_exp2_cpu: x = n + f with n an integer and |f| <= 1/2; 2^f by a polynomial in f
+// (Exp2Polynomial), 2^n by writing the exponent bits. x is first clamped to the normal exponents,
+// so 2^x saturates at 2^min and 2^max (never 0 or inf: the surrogates, which only take
+// 1 / (1 + 2^x) or 2^-|x|, come out within a denormal of what 0 and inf give); NaN stays NaN.
+//
+// The coefficients c_k of 2^f = sum c_k f^k, |f| <= 1/2. float: a minimax polynomial of degree 6
+// (fitted to the relative error by Lawson's iteration: 2.1e-9, under an ulp evaluated in float;
+// benchmarks/NOTES.md, "CPU: a cheaper 2^x for the Sigmoid"); double: the Taylor series of
+// e^(f ln 2), (ln 2)^k / k!, to degree 13, whose remainder is below half an ulp.
+template <typename S>
+struct Exp2Polynomial;
+template <>
+struct Exp2Polynomial<float> {
+  static constexpr int kDegree = 6;
+  static constexpr float kCoefficients[kDegree + 1] = {
+      1.0f,          0.6931471824645996f,    0.24022646248340607f,  0.0555032454431057f,
+      0.00961848720908165f, 0.0013401415199041367f, 0.0001534958864795044f};
+};
+template <>
+struct Exp2Polynomial<double> {
+  static constexpr int kDegree = 13;
+  static constexpr double kCoefficients[kDegree + 1] = {
+      1.0,
+      0.6931471805599453,
+      0.24022650695910072,
+      0.05550410866482158,
+      0.009618129107628477,
+      0.0013333558146428443,
+      0.0001540353039338161,
+      1.5252733804059841e-05,
+      1.321548679014431e-06,
+      1.01780860092397e-07,
+      7.054911620801123e-09,
+      4.4455382718708116e-10,
+      2.5678435993488206e-11,
+      1.3691488853904128e-12};
 };
 
 // (always inlined, like qif_fma, into the block loops compiled for FMA hardware, where each
 // Horner step below is one fused multiply-add: half the instructions of a multiply and an add,
 // and the same bits in every ISA build)
-template <typename S, typename Bits, int kDegree, int kMinExponent, int kMaxExponent,
-          int kMantissaBits, int kBias>
+template <typename S, typename Bits, int kMinExponent, int kMaxExponent, int kMantissaBits,
+          int kBias>
 #if defined(__GNUC__)
 [[gnu::always_inline]]
 #endif
 inline S qif_exp2_cpu(S x) {
-  // (1.5 * 2^mantissa bits: adding and subtracting it rounds |x| < 2^(mantissa bits - 1) to an
-  // integer, in the current rounding mode, branch-free; NaN compares false and is clamped too.
-  // Bits is a signed integer of S's width: the vector units convert to and shift those.)
+  using Unsigned = std::make_unsigned_t<Bits>;
+  // Adding kRound = 1.5 * 2^mantissa bits rounds |x| < 2^(mantissa bits - 1) to an integer n, in
+  // the current rounding mode, branch-free, and leaves n in the low bits of the sum
+  // (bits(kRound) + n), from where the exponent bits of 2^n come without a conversion.
+  // (Bits is an integer of S's width: the vector units shift those.) The clamps pass NaN on
+  // (it compares false), so the result is NaN too.
   constexpr S kRound = S(3) * static_cast<S>(Bits{1} << (kMantissaBits - 1));
-  const S clamped = x >= S(kMinExponent) ? (x <= S(kMaxExponent) ? x : S(kMaxExponent))
-                                         : S(kMinExponent);
-  const S n = (clamped + kRound) - kRound;
-  const S y = (clamped - n) * S(0.69314718055994530942);  // f ln 2, |y| <= 0.35
-  static constexpr InverseFactorials<S, kDegree> kTaylor;
-  S poly = kTaylor.value[kDegree];
+  const S below_max = x > S(kMaxExponent) ? S(kMaxExponent) : x;
+  const S clamped = below_max < S(kMinExponent) ? S(kMinExponent) : below_max;
+  const S rounded = clamped + kRound;
+  const S f = clamped - (rounded - kRound);
+  using Polynomial = Exp2Polynomial<S>;
+  constexpr const S* c = Polynomial::kCoefficients;
+  S poly = c[Polynomial::kDegree];
 #if defined(__GNUC__) && !defined(__CUDACC__)
 #pragma GCC unroll 16  // (rolled, the loops over neurons around it would not vectorize)
 #endif
-  for (int k = kDegree - 1; k >= 0; --k) poly = qif_fma(poly, y, kTaylor.value[k]);
-  // (through int32: float and double convert to it in one vector instruction, not to int64)
-  const Bits exponent = static_cast<Bits>(static_cast<int32_t>(n) + kBias) << kMantissaBits;
+  for (int k = Polynomial::kDegree - 1; k >= 0; --k) poly = qif_fma(poly, f, c[k]);
+  Unsigned rounded_bits, round_bits;
+  const S round = kRound;
+  std::memcpy(&rounded_bits, &rounded, sizeof rounded);
+  std::memcpy(&round_bits, &round, sizeof round);
+  const Unsigned exponent = (rounded_bits - round_bits + Unsigned(kBias)) << kMantissaBits;
   S scale;
   std::memcpy(&scale, &exponent, sizeof scale);
-  return x != x ? x : poly * scale;
+  return poly * scale;
 }
 
 QIF_HD float qif_exp2(float x) {
@@ -273,14 +300,14 @@ QIF_HD float qif_exp2(float x) {
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
   return r;
 #else
-  return qif_exp2_cpu<float, int32_t, 7, -126, 127, 23, 127>(x);
+  return qif_exp2_cpu<float, int32_t, -126, 127, 23, 127>(x);
 #endif
 }
 QIF_HD double qif_exp2(double x) {
 #if defined(__CUDA_ARCH__)
   return exp2(x);
 #else
-  return qif_exp2_cpu<double, int64_t, 13, -1022, 1023, 52, 1023>(x);
+  return qif_exp2_cpu<double, int64_t, -1022, 1023, 52, 1023>(x);
 #endif
 }
 QIF_HD float qif_divide(float a, float b) {
