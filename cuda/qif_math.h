@@ -234,8 +234,13 @@ template <>
 struct Exp2Polynomial<float> {
   static constexpr int kDegree = 6;
   static constexpr float kCoefficients[kDegree + 1] = {
-      1.0f,          0.6931471824645996f,    0.24022646248340607f,  0.0555032454431057f,
-      0.00961848720908165f, 0.0013401415199041367f, 0.0001534958864795044f};
+      1.0f,
+      0.6931471824645996f,
+      0.24022646248340607f,
+      0.0555032454431057f,
+      0.00961848720908165f,
+      0.0013401415199041367f,
+      0.0001534958864795044f};
 };
 template <>
 struct Exp2Polynomial<double> {
