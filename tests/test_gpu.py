@@ -30,6 +30,15 @@ def _cpu():
     return jax.devices("cpu")[0]
 
 
+def _assert_outputs_equal(outputs, expected):
+    """spikes, v_final and v_seq (or None) bit for bit: the forwards compute the same
+    operations."""
+    (spikes, v_final, v_seq), (spikes_e, v_final_e, v_seq_e) = outputs, expected
+    np.testing.assert_array_equal(np.asarray(spikes, np.float64), np.asarray(spikes_e, np.float64))
+    np.testing.assert_array_equal(v_final, v_final_e)
+    np.testing.assert_array_equal(v_seq, v_seq_e)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: jnp.dtype(d).name)
 @pytest.mark.parametrize("store_v_seq", [False, True], ids=["", "store_v_seq"])
 @pytest.mark.parametrize("detach_reset", [False, True], ids=["", "detach"])
@@ -51,10 +60,7 @@ def test_cuda_matches_reference_and_cpu_kernel(layout, surrogate, v_reset, detac
     # One header, its fused multiply-adds explicit and no other contraction: bit-identical.
     (gx_c, gv_c), (spikes_c, vf_c, vs_c) = loss_and_grads("ffi", *_on(_cpu(), x, v, weights),
                                                           **params)
-    np.testing.assert_array_equal(np.asarray(spikes, np.float64), np.asarray(spikes_c, np.float64))
-    np.testing.assert_array_equal(vf, vf_c)
-    if store_v_seq:
-        np.testing.assert_array_equal(vs, vs_c)
+    _assert_outputs_equal((spikes, vf, vs), (spikes_c, vf_c, vs_c))  # (v_seq: None or both)
     # The surrogates' exp differs by an ulp or so between libm and CUDA.
     assert_close(gx, gx_c, tol["grad"], "grad x_seq vs CPU kernel")
     assert_close(gv, gv_c, tol["grad"], "grad v_init vs CPU kernel")
@@ -131,9 +137,7 @@ def test_every_launch_configuration_matches_cpu_kernel(layout, v_reset, dtype):
     (gx, gv), (spikes, vf, vs) = loss_and_grads("ffi", *_on(_gpu(), x, v, weights), **params)
     (gx_c, gv_c), (spikes_c, vf_c, vs_c) = loss_and_grads("ffi", *_on(_cpu(), x, v, weights),
                                                           **params)
-    np.testing.assert_array_equal(np.asarray(spikes, np.float64), np.asarray(spikes_c, np.float64))
-    np.testing.assert_array_equal(vf, vf_c)
-    np.testing.assert_array_equal(vs, vs_c)
+    _assert_outputs_equal((spikes, vf, vs), (spikes_c, vf_c, vs_c))
     tol = TOLERANCES[jnp.dtype(dtype)]["grad"]
     assert_close(gx, gx_c, tol, "grad x_seq")
     assert_close(gv, gv_c, tol, "grad v_init")
@@ -186,9 +190,7 @@ def test_every_launch_configuration_with_per_feature_parameters(layout, v_reset,
         _gpu(), x, v, weights, tau, v_threshold, **params)
     (gx_c, gv_c, gt_c, gth_c), (spikes_c, vf_c, vs_c) = _per_feature_loss_and_grads(
         _cpu(), x, v, weights, tau, v_threshold, **params)
-    np.testing.assert_array_equal(np.asarray(spikes, np.float64), np.asarray(spikes_c, np.float64))
-    np.testing.assert_array_equal(vf, vf_c)
-    np.testing.assert_array_equal(vs, vs_c)
+    _assert_outputs_equal((spikes, vf, vs), (spikes_c, vf_c, vs_c))
     tol = TOLERANCES[jnp.dtype(dtype)]["grad"]
     assert_close(gx, gx_c, tol, "grad x_seq")
     assert_close(gv, gv_c, tol, "grad v_init")
@@ -211,9 +213,7 @@ def test_default_start_matches_cpu_kernel(layout, v_reset, dtype):
                                                *_on(_gpu(), weights), **params)
     (gx_c, _), (spikes_c, vf_c, vs_c) = loss_and_grads("ffi", *_on(_cpu(), x), None,
                                                        *_on(_cpu(), weights), **params)
-    np.testing.assert_array_equal(np.asarray(spikes, np.float64), np.asarray(spikes_c, np.float64))
-    np.testing.assert_array_equal(vf, vf_c)
-    np.testing.assert_array_equal(vs, vs_c)
+    _assert_outputs_equal((spikes, vf, vs), (spikes_c, vf_c, vs_c))
     assert_close(gx, gx_c, TOLERANCES[jnp.dtype(dtype)]["grad"], "grad x_seq")
 
 
