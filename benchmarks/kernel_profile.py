@@ -132,7 +132,7 @@ def main(argv=None):
     import jaxqif
 
     # As bench.py's calls, with the per-feature parameters as arguments: computed inside, they
-    # would add a kernel before the forward's, which starts a call here.
+    # would add a kernel of their own to each call.
     def spikes(x, *params):
         if not params:
             return jaxqif.qif_multistep(x, backend="ffi")[0]
