@@ -488,15 +488,15 @@ QIF_HD S qif_dv_dh(S h, bool spike, S surrogate_grad, const QifParams<S>& p) {
   if (kHardReset) {
     const S keep = spike ? S(0) : S(1);
     const S reset_gap = qif_is_finite(h) ? p.v_reset - h : S(0);
-    return keep + attached * (reset_gap * surrogate_grad);
+    return qif_fma(attached, reset_gap * surrogate_grad, keep);
   }
-  return S(1) - attached * (p.v_threshold * surrogate_grad);
+  return qif_fma(-attached * p.v_threshold, surrogate_grad, S(1));
 }
 
 // dH[t]/dV[t-1] = 1 + a0 (2 V[t-1] - v_rest - v_c) / tau: the charge polynomial's derivative.
 template <typename S>
 QIF_HD S qif_dh_dv(S v_prev, const QifParams<S>& p) {
-  return p.dh_dv_slope * v_prev + p.charge_v1;
+  return qif_fma(p.dh_dv_slope, v_prev, p.charge_v1);
 }
 
 // What one step of BPTT learns besides dL/dH[t] (grad_h): c = dL/dV[t] through V[t] (the
@@ -517,7 +517,7 @@ QIF_HD S qif_backward_step(S h, S v_prev, S grad_spike, S grad_v, S& carry,
   const bool spike = qif_fires(h, p);
   const S sg = qif_surrogate_grad<kKind>(h, p);
   const S c = grad_v + carry;
-  const S grad_h = grad_spike * sg + c * qif_dv_dh<kHardReset>(h, spike, sg, p);
+  const S grad_h = qif_fma(grad_spike, sg, c * qif_dv_dh<kHardReset>(h, spike, sg, p));
   observe(StepDerivatives<S>{grad_h, c, sg, spike});
   carry = grad_h * qif_dh_dv(v_prev, p);
   return grad_h;
