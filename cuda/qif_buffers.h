@@ -77,9 +77,14 @@ struct ParamArrays {
   }
 };
 
-// The backward's per-neuron gradients of the parameters, where wanted (nullptr elsewhere).
+// The backward's gradients of the parameters, where wanted (nullptr elsewhere). Each has
+// `count` elements: one per neuron (count = the neuron count), or one per neuron of a trailing
+// block of `count` neurons that every parameter array tiles (jaxqif/_params.py), element k then
+// summed over the neurons n with n % count == k (the block's copies), which share the values of
+// every parameter.
 struct ParamGrads {
   void* values[kNumParams] = {};
+  int64_t count = 0;
 };
 
 // The kernels' arguments where some parameter is an array.

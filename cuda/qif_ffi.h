@@ -249,19 +249,33 @@ inline ffi::Error check_params(const ParamBuffers& buffers, ffi::DataType st, co
   return ffi::Error::Success();
 }
 
-// Each wanted gradient (absent: zero elements) per neuron, of a parameter given as an array.
+// Each wanted gradient (absent: zero elements), of a parameter given as an array: all of the
+// same count, the neuron count or a block of neurons that every parameter array tiles (its
+// count a multiple of theirs, ParamGrads).
 inline ffi::Error check_param_grads(const ParamGradBuffers& buffers, ffi::DataType st,
                                     const Layout& l, const ParamArrays& params,
                                     ParamGrads* grads) {
   for (int j = 0; j < kNumParams; ++j) {
     ffi::AnyBuffer& b = *buffers[j];
-    if (b.element_count() == 0) continue;
+    const int64_t count = static_cast<int64_t>(b.element_count());
+    if (count == 0) continue;
     const std::string name = std::string("grad_") + kParamNames[j];
     if (!params.values[j]) {
       return ffi::Error::InvalidArgument("jaxqif: " + name + " is asked for, but " +
                                          kParamNames[j] + " is not given as an array");
     }
-    JAXQIF_RETURN_IF_ERROR(check_buffer(name.c_str(), b, st, l.neurons(), false));
+    if (grads->count == 0) grads->count = count;
+    bool tiled = count == grads->count && l.neurons() % count == 0;
+    for (int i = 0; i < kNumParams; ++i) {
+      tiled &= !params.values[i] || count % params.wraps[i].count == 0;
+    }
+    if (!tiled) {
+      return ffi::Error::InvalidArgument(
+          "jaxqif: " + name + " has " + std::to_string(count) + " elements: not a block of the " +
+          std::to_string(l.neurons()) + " neurons that every parameter array tiles, or not the "
+          "count of the other gradients");
+    }
+    JAXQIF_RETURN_IF_ERROR(check_buffer(name.c_str(), b, st, count, false));
     grads->values[j] = b.untyped_data();
   }
   return ffi::Error::Success();

@@ -99,11 +99,11 @@ def compact(value: jax.Array, neuron_shape: tuple) -> jax.Array:
     return jnp.broadcast_to(padded.reshape(padded.shape[len(neuron_shape) - rank:]), block)
 
 
-def sum_to_compact(per_neuron: jax.Array, block_shape: tuple) -> jax.Array:
-    """A per-neuron gradient summed over the leading neuron axes a compact array of
-    `block_shape` is shared by."""
-    leading = per_neuron.ndim - len(block_shape)
-    return per_neuron.sum(axis=tuple(range(leading))) if leading else per_neuron
+def sum_to_compact(grad: jax.Array, block_shape: tuple) -> jax.Array:
+    """A gradient over a trailing block of the neurons (all of them, or a larger compact
+    block) summed over its leading axes, which a compact array of `block_shape` is shared by."""
+    leading = grad.ndim - len(block_shape)
+    return grad.sum(axis=tuple(range(leading))) if leading else grad
 
 
 # --- checks ----------------------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 XLA cannot see into a custom call: left alone, it would all-gather every sharded operand and
 run the whole kernel on every device. Every axis but time is an independent neuron, though, so
-each device can run the kernel on its own block of neurons with no communication.
+each device can run the kernel on its own block of neurons with no communication. (The one
+exception: the backward's gradients of array parameters are sums over neurons, over a trailing
+block of them; where the neuron axes in front of that block are sharded, each device's sums
+are added up by one all-reduce.)
 
 Each primitive of `jaxqif/primitives.py` is lowered through `custom_partitioning` (the pattern
 of JAX's own docs and of TransformerEngine): its lowering rule wraps the kernel's FFI call in a
@@ -128,15 +131,39 @@ def _partition(call: _Call, mesh, arg_shapes, result_shape):
         # a backward with a constant start has neither)
         neuron_sharding = next((s.sharding for s in (*result_shape, *arg_shapes)
                                 if not is_seq(s)), None)
+    # Results smaller than the neurons (the backward's parameter gradients, over a trailing
+    # block of them) are sums over the leading neuron axes: each device's covers its own
+    # neurons, and the sums over the mesh axes of those neuron axes add them up.
+    block_ranks = {len(r.shape) for r in result_shape if len(r.shape) < seq_rank - 1}
+    if block_ranks and not isinstance(neuron_sharding, NamedSharding):
+        # (no axis names to sum over: every device runs the whole call, as rare as these are)
+        replicated = NamedSharding(mesh, PartitionSpec())
+        return mesh, call.bind, [replicated] * len(result_shape), (replicated,) * len(arg_shapes)
+    neuron_spec = ()
+    if isinstance(neuron_sharding, NamedSharding):
+        neuron_spec = (tuple(neuron_sharding.spec) + (None,) * (seq_rank - 1))[: seq_rank - 1]
+
     def pick(s):
         if is_seq(s):
             return seq_sharding
         if len(s.shape) == seq_rank - 1 or not isinstance(neuron_sharding, NamedSharding):
             return neuron_sharding if len(s.shape) == seq_rank - 1 else s.sharding
-        spec = (tuple(neuron_sharding.spec) + (None,) * (seq_rank - 1))[: seq_rank - 1]
-        return NamedSharding(mesh, PartitionSpec(*spec[len(spec) - len(s.shape):]))
+        return NamedSharding(mesh, PartitionSpec(*neuron_spec[len(neuron_spec) - len(s.shape):]))
 
-    return mesh, call.bind, [pick(r) for r in result_shape], tuple(map(pick, arg_shapes))
+    def summed_over(rank: int) -> tuple:
+        """The mesh axes of the neuron axes in front of a trailing block of `rank` axes."""
+        axes = []
+        for entry in neuron_spec[: len(neuron_spec) - rank]:
+            axes += [] if entry is None else [entry] if isinstance(entry, str) else list(entry)
+        return tuple(axes)
+
+    def lower(*operands):
+        results = call.bind(*operands)
+        return [jax.lax.psum(r, summed_over(r.ndim)) if r.ndim < seq_rank - 1
+                and summed_over(r.ndim) else r for r in results]
+
+    lower_fn = lower if block_ranks else call.bind
+    return mesh, lower_fn, [pick(r) for r in result_shape], tuple(map(pick, arg_shapes))
 
 
 def _time_replicated(sharding: NamedSharding, mesh, time_axis: int, rank: int):

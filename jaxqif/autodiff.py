@@ -4,8 +4,9 @@ Under differentiation the forward also saves V every few steps (checkpoints: one
 value per neuron every 8 steps, 4 for 16-bit inputs); the backward recomputes H from those and
 x, which autodiff keeps anyway, instead of reading a stored H: fewer bytes moved and held.
 Cotangents that are symbolic zeros (unused v outputs, say) never reach the kernel. Neuron
-parameters given as arrays are operands like x: the backward kernel returns their gradients per
-neuron (summed over time), which are summed here over the neurons each value is shared by.
+parameters given as arrays are operands like x: the backward kernel returns their gradients
+summed over time and over the copies of the largest parameter's block (jaxqif/primitives.py),
+which are summed here down to each parameter's own block.
 """
 
 from __future__ import annotations
@@ -88,9 +89,9 @@ def _fused(config: NeuronConfig, time_axis: int, store_v_seq: bool, constant_sta
             has_grad_v_final=present(g_v_final), v_init_value=v_init_value,
             param_grads=(True,) * params_count,
         )
-        grad_v_init, per_neuron = grads[: len(grads) - params_count], grads[len(grads) - params_count:]
+        grad_v_init, over_block = grads[: len(grads) - params_count], grads[len(grads) - params_count:]
         return (grad_x, *grad_v_init,
-                *(_params.sum_to_compact(g, p.shape) for g, p in zip(per_neuron, neuron_params)))
+                *(_params.sum_to_compact(g, p.shape) for g, p in zip(over_block, neuron_params)))
 
     if constant_start:
         function = jax.custom_vjp(lambda x_seq, *neuron_params: multistep(x_seq, *neuron_params))

@@ -135,8 +135,9 @@ def _target(config: NeuronConfig, v2_target: str, v3_target: str) -> tuple[str, 
     return (v3_target, True) if config.array_names else (v2_target, False)
 
 
-def _forward_lowering(ctx, *operands, config, time_axis, store_v_final, store_v_seq,
+def _forward_lowering(ctx, *operands, platform, config, time_axis, store_v_final, store_v_seq,
                       save_checkpoints, v_init_value):
+    del platform  # (the same call on every platform)
     # The handler always has two operands (x, v_init; v3: and the six parameters) and four
     # results; an absent one has zero elements.
     x_aval = ctx.avals_in[0]
@@ -184,9 +185,11 @@ def _forward_batching(args, dims, *, config, time_axis, store_v_final, store_v_s
 # Cotangents that are symbolically zero are left out (has_* = False) and never read. The
 # checkpoints are there where the sequence has any (more than one interval). With
 # v_init_value (a constant start, as in the forward) there is no v_init and no grad_v_init.
-# The parameters' gradients are per neuron (summed over time in the kernel; autodiff sums
-# them over the neurons a parameter is shared by); param_grads says which are wanted (under
-# jit, dead-code elimination drops the others).
+# The parameters' gradients, summed over time, come over the gradient block: the largest compact
+# parameter (a trailing block of the neuron shape that every other one tiles), each element
+# summed over the block's copies, the neurons that share its values (`_grad_block_aval`);
+# autodiff sums them down to each parameter's own block. param_grads says which are wanted
+# (under jit, dead-code elimination drops the others).
 
 backward_p = Primitive("qif_backward")
 backward_kernel_p = Primitive("qif_backward_kernel")
@@ -208,12 +211,21 @@ def _split_backward_operands(operands, config, has_grad_spikes, has_grad_v_seq,
     return (*taken, operands)
 
 
+def _grad_block_aval(params, dtype):
+    """The type of the backward's parameter gradients: the largest of the compact parameters
+    (all trailing blocks of the neuron shape, so each smaller one tiles it), in `dtype`. It
+    depends on the parameters alone, not on which gradients are wanted, so that dead-code
+    elimination changes no result's type."""
+    return max(params, key=lambda p: p.ndim).update(dtype=dtype, weak_type=False)
+
+
 def _backward_abstract_eval(*operands, config, time_axis, has_grad_spikes, has_grad_v_seq,
                             has_grad_v_final, v_init_value, param_grads):
-    x = _split_backward_operands(operands, config, has_grad_spikes, has_grad_v_seq,
-                                 has_grad_v_final, v_init_value)[3]
-    neurons = _neuron_aval(x, time_axis, state_dtype(x.dtype))
-    return [_seq_aval(x, x.dtype)] + [neurons] * ((v_init_value is None) + sum(param_grads))
+    *values, params = _split_backward_operands(operands, config, has_grad_spikes, has_grad_v_seq,
+                                               has_grad_v_final, v_init_value)
+    x, st = values[3], state_dtype(values[3].dtype)
+    outs = [_seq_aval(x, x.dtype)] + [_neuron_aval(x, time_axis, st)] * (v_init_value is None)
+    return outs + ([_grad_block_aval(params, st)] * sum(param_grads) if params else [])
 
 
 def _backward_dce(used_outputs, eqn):
@@ -235,13 +247,19 @@ def _backward_dce(used_outputs, eqn):
 _jax.register_dce_rule(backward_p, _backward_dce)
 
 
-def _backward_lowering(ctx, *operands, config, time_axis, has_grad_spikes, has_grad_v_seq,
-                       has_grad_v_final, v_init_value, param_grads):
+# The platforms whose backward kernels sum the parameter gradients over the gradient block's
+# copies themselves; the others' write one per neuron, which the lowering sums.
+KERNELS_SUMMING_COPIES = frozenset({"cpu"})
+
+
+def _backward_lowering(ctx, *operands, platform, config, time_axis, has_grad_spikes,
+                       has_grad_v_seq, has_grad_v_final, v_init_value, param_grads):
     # The handler always takes six operands (the cotangents, x, the checkpoints, v_init; v3:
     # and the six parameters) and has two results (grad_x, grad_v_init; v3: and one per
     # parameter); an absent one (a zero cotangent; the checkpoints of a single interval;
     # v_init and grad_v_init with a constant start; a parameter given as a number, or whose
-    # gradient is not wanted) has zero elements.
+    # gradient is not wanted) has zero elements. The CPU handler sums the parameter gradients
+    # over the block's copies itself; the CUDA kernels write one per neuron, summed here.
     split = _split_backward_operands(ctx.avals_in, config, has_grad_spikes, has_grad_v_seq,
                                      has_grad_v_final, v_init_value)
     x_aval = split[3]
@@ -257,15 +275,26 @@ def _backward_lowering(ctx, *operands, config, time_axis, has_grad_spikes, has_g
         [wanted_grads.get(name, False) for name in PARAM_NAMES] if with_params else [])
     avals_out = list(ctx.avals_out)
     avals_out = [avals_out.pop(0) if p else _absent(st)[1] for p in results_present]
+    per_neuron = ShapedArray(x_aval.shape[:time_axis] + x_aval.shape[time_axis + 1:], st)
+    blocks = {}  # result index -> the gradient block's type, where the lowering sums copies
+    if platform not in KERNELS_SUMMING_COPIES:
+        for i in range(2, len(avals_out)):
+            if results_present[i] and avals_out[i].shape != per_neuron.shape:
+                blocks[i], avals_out[i] = avals_out[i], per_neuron
     attrs = _neuron_attrs(config, time_axis, v_init_value, input_dtype)
     attrs.update(
         detach_reset=np.bool_(config.detach_reset),
         surrogate=np.int64(config.surrogate.kernel_id),
         alpha=np.float64(config.surrogate.alpha),
     )
-    results = jax.ffi.ffi_lowering(target)(
+    results = list(jax.ffi.ffi_lowering(target)(
         ctx.replace(avals_in=avals_in, avals_out=avals_out), *operands, **attrs
-    )
+    ))
+    for i, block in blocks.items():
+        sum_copies = mlir.lower_fun(lambda g, b=block.shape: g.reshape((-1, *b)).sum(0),
+                                    multiple_results=False)
+        results[i], = sum_copies(ctx.replace(primitive=None, avals_in=[per_neuron],
+                                             avals_out=[block]), results[i])
     return [r for r, p in zip(results, results_present) if p]
 
 
@@ -289,10 +318,18 @@ def _backward_batching(args, dims, *, config, time_axis, has_grad_spikes, has_gr
                                (v_init, d_v_init, neuron_dim)):
         if value is not None:
             operands.append(_batch_at(value, dim, target, size))
-    operands += [_batch_param(p, d, neuron_dim, neuron_shape) for p, d in zip(params, param_dims)]
-    outs = backward_p.bind(*operands, config=config, time_axis=new_time_axis,
+    batched = [_batch_param(p, d, neuron_dim, neuron_shape) for p, d in zip(params, param_dims)]
+    if any(param_grads):
+        batched = _block_over_batch_axis(batched, neuron_shape, neuron_dim)
+    outs = backward_p.bind(*operands, *batched, config=config, time_axis=new_time_axis,
                            param_grads=param_grads, **flags)
-    return outs, [seq_dim] + [neuron_dim] * (len(outs) - 1)
+    first_grad = 1 + (v_init_value is None)
+    if any(param_grads):  # each example's gradient, over its own (unbatched) gradient block
+        block_rank = max(p.ndim - (d is not None) for p, d in zip(params, param_dims))
+        block_start = len(neuron_shape) - max(b.ndim for b in batched)
+        outs = outs[:first_grad] + [_per_example(g, neuron_dim - block_start, block_rank)
+                                    for g in outs[first_grad:]]
+    return outs, [seq_dim] + [neuron_dim] * (first_grad - 1) + [0] * (len(outs) - first_grad)
 
 
 def _no_jvp(primals, tangents, **params):
@@ -371,6 +408,28 @@ def _batched_neuron_shape(x, x_dim, time_axis: int, size: int, unbatched_at: int
     return tuple(shape[:time] + shape[time + 1:])
 
 
+def _block_over_batch_axis(params, neuron_shape: tuple, neuron_dim: int):
+    """Batched compact parameters whose largest block (the backward's gradient block) spans
+    the batch axis `neuron_dim`: else the kernel would sum the parameter gradients over the
+    examples. The largest is broadcast over the axes up to the batch axis where needed."""
+    largest = max(range(len(params)), key=lambda i: params[i].ndim)
+    start = len(neuron_shape) - params[largest].ndim
+    if start <= neuron_dim:
+        return params
+    params = list(params)
+    params[largest] = jnp.broadcast_to(params[largest], neuron_shape[neuron_dim:])
+    return params
+
+
+def _per_example(grad, batch_axis: int, block_rank: int):
+    """A batched call's parameter gradient, over a block whose axis `batch_axis` is the batch:
+    the batch axis first, then summed over the axes before each example's own gradient block
+    (the trailing `block_rank` axes)."""
+    grad = jnp.moveaxis(grad, batch_axis, 0)
+    extra = grad.ndim - 1 - block_rank
+    return grad.sum(axis=tuple(range(1, 1 + extra))) if extra else grad
+
+
 def _batch_param(param, dim, neuron_dim: int, neuron_shape: tuple):
     """A compact parameter (the trailing block of the unbatched neuron shape it varies over),
     batched at `dim` or not, as the compact parameter of the batched neuron shape, whose axis
@@ -400,7 +459,7 @@ def _kernel_lowering(platform: str, lowering):
                 f"jaxqif: no fused kernel for {platform}: {_library.unavailable_reason(platform)}. "
                 "backend='jax' runs the pure-JAX path there."
             )
-        return lowering(ctx, *args, **params)
+        return lowering(ctx, *args, platform=platform, **params)
 
     return rule
 

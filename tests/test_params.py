@@ -2,6 +2,8 @@
 their checks, their gradients (from the fused kernels and from JAX's autodiff of the pure-JAX
 path), and the transformations."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -190,9 +192,12 @@ def test_learnable_pair_parity(surrogate, v_reset, detach_reset, store_v_seq, dt
 
 
 @pytest.mark.parametrize("layout", [((9, 4), 0, (4,)), ((3, 9, 4), 1, (4,)),
-                                    ((4, 3, 9), -1, (4, 3)), ((2, 20, 3, 5), 1, (5,))],
-                         ids=lambda l: f"{len(l[0])}d-axis{l[1]}")
+                                    ((4, 3, 9), -1, (4, 3)), ((2, 20, 3, 5), 1, (5,)),
+                                    ((2, 3, 9, 4), 2, (3, 4)), ((6, 300, 5), 0, (5,))],
+                         ids=lambda l: f"{len(l[0])}d-axis{l[1]}-{l[0][-1]}")
 def test_array_parameters_in_other_layouts(layout, device):
+    """Including gradient blocks of several rows of the layout ((3, 4) over rows of 4), and
+    many copies of a small block ((5,) over 300 rows: the CPU kernel sums them in groups)."""
     shape, time_axis, param_shape = layout
     x, v = make_inputs(shape, time_axis, jnp.float32, seed=17)
     _assert_parity(x, v, [("tau", param_shape), ("a0", param_shape), ("v_rest", ())],
@@ -241,6 +246,34 @@ def test_vmap_over_the_parameters(device):
     np.testing.assert_array_equal(batched, jnp.stack([run(x, taus[0])] * 3, axis=1))
 
 
+@pytest.mark.parametrize("layout", [((6, 300, 5), 0, (5,)), ((2, 3, 9, 4), 2, (3, 4))],
+                         ids=["per-feature", "block-of-rows"])
+def test_gradients_summed_by_the_lowering_equal_the_kernels_sums(layout, monkeypatch):
+    """The CUDA kernels write one parameter gradient per neuron, which the lowering sums over
+    the gradient block's copies; the CPU kernel sums them itself. The lowering's way, run with
+    the CPU kernel (its handler takes either), gives the same gradients."""
+    from jaxqif import primitives
+
+    shape, time_axis, param_shape = layout
+    x, v = make_inputs(shape, time_axis, jnp.float64, seed=19)
+    tau = jnp.linspace(1.5, 3.0, math.prod(param_shape), dtype=jnp.float64).reshape(param_shape)
+
+    def grads():
+        loss = lambda x, v, tau: jnp.sum(jaxqif.qif_multistep(
+            x, v, tau=tau, v_threshold=tau / 2, time_axis=time_axis, backend="ffi")[1] ** 2)
+        step = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+        return step(x, v, tau), step.lower(x, v, tau).as_text()
+
+    summed_by_kernel, text = grads()
+    assert f"tensor<{'x'.join(map(str, param_shape))}xf64>" in text.split(
+        primitives._library.BACKWARD_TARGET_V3)[1].split("\n")[0]
+    monkeypatch.setattr(primitives, "KERNELS_SUMMING_COPIES", frozenset())
+    summed_by_lowering, text = grads()
+    assert " reduce(" in text or "stablehlo.reduce" in text
+    for a, b in zip(summed_by_kernel, summed_by_lowering):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
 def test_unused_parameter_gradients_are_not_written():
     """Under jit, dead-code elimination drops the backward's results nobody uses: an array
     parameter that is not differentiated gets no gradient output."""
@@ -254,8 +287,10 @@ def test_unused_parameter_gradients_are_not_written():
     text = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(x, tau, th).as_text()
     call = next(l for l in text.splitlines() if _library.BACKWARD_TARGET_V3 in l)
     results = call.split("->")[-1]
-    # grad_x, grad_v_init, grad_tau (per neuron), and an absent grad_v_threshold
-    assert results.count("tensor<3x4xf32>") == 2 and "tensor<11x3x4xf32>" in results, results
+    # grad_x, grad_v_init, grad_tau (over the gradient block: per feature, summed over the
+    # batch rows in the kernel), and an absent grad_v_threshold (and the four numbers')
+    assert results.strip().startswith(
+        "(tensor<11x3x4xf32>, tensor<3x4xf32>, tensor<4xf32>, " + "tensor<0xf32>, " * 4), results
 
 
 def test_export_with_array_parameters(tmp_path):

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "qif_ffi.h"
 #include "qif_math.h"
@@ -243,14 +244,29 @@ template <typename X, typename S, bool kHardReset, bool kPerNeuron>
   if (ptr.v_final) std::copy(v, v + count, static_cast<S*>(ptr.v_final) + n0);
 }
 
-// BPTT of one block, an interval of checkpoint_interval steps at a time from the last: each
-// interval's H is recomputed from its checkpoint (v_init for the first) and x, then walked
-// down. With per-neuron parameters whose gradients are wanted, each neuron's sums over its steps
-// (ParamGradSums) are kept beside it and turned into its gradients at the end.
+// Each neuron's ParamGradSums over a block, a field per array (so that the loops load them as
+// vectors): added to by the BPTT of each copy of the block (backward_block), then turned into
+// the gradients (write_param_grads).
+template <typename S, bool kParamGrads>
+struct BlockGradSums {
+  static constexpr int64_t kSize = kParamGrads ? kBlock : 1;
+  S charge[kSize] = {}, curvature[kSize] = {}, from_rest[kSize] = {}, from_c[kSize] = {},
+    threshold[kSize] = {}, reset[kSize] = {};
+
+  ParamGradSums<S> at(int64_t i) const {
+    return {charge[i], curvature[i], from_rest[i], from_c[i], threshold[i], reset[i]};
+  }
+};
+
+// BPTT of one block, whose constants `params` has loaded, an interval of checkpoint_interval
+// steps at a time from the last: each interval's H is recomputed from its checkpoint (v_init for
+// the first) and x, then walked down. With per-neuron parameters whose gradients are wanted,
+// each neuron's sums over its steps (ParamGradSums) are added to `sums`.
 template <SurrogateKind kKind, bool kHardReset, bool kPerNeuron, bool kParamGrads, typename X,
           typename S>
 [[gnu::always_inline]] inline void backward_block(const BackwardCall& call, const Block& b,
-                                                  BlockParams<S, kPerNeuron>& params) {
+                                                  const BlockParams<S, kPerNeuron>& params,
+                                                  BlockGradSums<S, kParamGrads>& sums) {
   const BackwardPointers& ptr = call.ptr;
   const Layout& l = call.layout;
   constexpr int64_t kC = checkpoint_interval(sizeof(X));
@@ -264,15 +280,16 @@ template <SurrogateKind kKind, bool kHardReset, bool kPerNeuron, bool kParamGrad
   const S* __restrict v_init = static_cast<const S*>(ptr.v_init);
   X* __restrict grad_x = static_cast<X*>(ptr.grad_x);
   const int64_t n0 = b.first_neuron(l), count = b.count;
-  params.load(b, l);
   const QifParams<S> shared = params.shared();
   S carry[kBlock];  // dL/dV[t] flowing back; ends as dL/dv_init
   S entry[kBlock];  // V entering the interval
   S h[kC][kBlock];  // the interval's H
-  // Each neuron's ParamGradSums, a field per array (so that the loop loads them as vectors).
-  constexpr int64_t kSums = kParamGrads ? kBlock : 1;
-  S charge[kSums] = {}, curvature[kSums] = {}, from_rest[kSums] = {}, from_c[kSums] = {},
-    threshold[kSums] = {}, reset[kSums] = {};
+  S* __restrict charge = sums.charge;  // (__restrict: as above)
+  S* __restrict curvature = sums.curvature;
+  S* __restrict from_rest = sums.from_rest;
+  S* __restrict from_c = sums.from_c;
+  S* __restrict threshold = sums.threshold;
+  S* __restrict reset = sums.reset;
   for (int64_t i = 0; i < count; ++i) carry[i] = grad_v_final ? grad_v_final[n0 + i] : S(0);
   for (int64_t k = saved; k >= 0; --k) {
     const int64_t t0 = k * kC, len = std::min(kC, l.steps - t0);
@@ -304,13 +321,13 @@ template <SurrogateKind kKind, bool kHardReset, bool kPerNeuron, bool kParamGrad
           grad_h = qif_backward_step<kKind, kHardReset>(
               h[u][i], v_prev, grad_spike, g_v[i], carry[i], p,
               [&](const StepDerivatives<S>& d) __attribute__((always_inline)) {
-                ParamGradSums<S> sums{charge[i],   curvature[i], from_rest[i],
-                                      from_c[i],   threshold[i], reset[i]};
-                sums.template add<kHardReset>(d, h[u][i], v_prev, S(to_state(x[row + i])),
-                                              grad_spike, p, params.values(i));
-                charge[i] = sums.charge, curvature[i] = sums.curvature;
-                from_rest[i] = sums.from_rest, from_c[i] = sums.from_c;
-                threshold[i] = sums.threshold, reset[i] = sums.reset;
+                ParamGradSums<S> step_sums{charge[i], curvature[i], from_rest[i],
+                                           from_c[i], threshold[i], reset[i]};
+                step_sums.template add<kHardReset>(d, h[u][i], v_prev, S(to_state(x[row + i])),
+                                                   grad_spike, p, params.values(i));
+                charge[i] = step_sums.charge, curvature[i] = step_sums.curvature;
+                from_rest[i] = step_sums.from_rest, from_c[i] = step_sums.from_c;
+                threshold[i] = step_sums.threshold, reset[i] = step_sums.reset;
               });
         } else {
           grad_h = qif_backward_step<kKind, kHardReset>(h[u][i], v_prev, grad_spike, g_v[i],
@@ -331,16 +348,17 @@ template <SurrogateKind kKind, bool kHardReset, bool kPerNeuron, bool kParamGrad
     }
   }
   if (ptr.grad_v_init) std::copy(carry, carry + count, static_cast<S*>(ptr.grad_v_init) + n0);
-  if constexpr (kParamGrads) {
-    for (int j = 0; j < kNumParams; ++j) {
-      S* grad = static_cast<S*>(call.param_grads.values[j]);
-      if (!grad) continue;
-      for (int64_t i = 0; i < count; ++i) {
-        const ParamGradSums<S> sums{charge[i], curvature[i], from_rest[i],
-                                    from_c[i], threshold[i], reset[i]};
-        grad[n0 + i] = sums.gradient(j, params.values(i));
-      }
-    }
+}
+
+// The wanted parameter gradients of `count` neurons from their sums: gradient j's elements
+// [first, first + count) at grads[j] (nullptr: not wanted).
+template <typename S, bool kPerNeuron, bool kParamGrads>
+void write_param_grads(const BlockGradSums<S, kParamGrads>& sums,
+                       const BlockParams<S, kPerNeuron>& params, S* const grads[kNumParams],
+                       int64_t first, int64_t count) {
+  for (int j = 0; j < kNumParams; ++j) {
+    if (!grads[j]) continue;
+    for (int64_t i = 0; i < count; ++i) grads[j][first + i] = sums.at(i).gradient(j, params.values(i));
   }
 }
 
@@ -441,24 +459,95 @@ template <> struct CpuDType<ffi::DataType::F64> : CpuDTypeOf<ffi::DataType::F64,
 // generated by CMakeLists.txt: JAXQIF_CPU_BACKWARD_INSTANCE).
 ffi::Error cpu_forward(ffi::ThreadPool pool, const ForwardCall& call);
 
+// How the backward's work is cut, where the parameter gradients are summed over the copies of a
+// block of `block` neurons (ParamGrads; block = the neuron count: one gradient per neuron, one
+// copy). A task walks a column (up to kBlock neurons of one row of the block) through the
+// copies of one group, its sums carried from copy to copy; the groups' gradients are then added
+// up in order. The cut depends on the shape alone, so the results are the same bits for any
+// number of threads.
+struct CopyWork {
+  int64_t block, copies, width, columns_per_row, columns, groups, copies_per_group;
+
+  // (a column is a run of neurons in one row of the layout: the block's rows, of `width`
+  // neurons, are whole rows or lie within one, as both are trailing blocks of the neurons)
+  CopyWork(const Layout& l, int64_t block_neurons) : block(block_neurons) {
+    copies = l.neurons() / block;
+    width = std::min(block, l.inner);
+    columns_per_row = (width + kBlock - 1) / kBlock;
+    columns = block / width * columns_per_row;
+    // Few columns (a small block shared by many copies): the copies split into groups too, so
+    // that the work spreads over the threads.
+    constexpr int64_t kMinTasks = 16;
+    groups = std::min(copies, (kMinTasks + columns - 1) / columns);
+    copies_per_group = (copies + groups - 1) / groups;
+    groups = (copies + copies_per_group - 1) / copies_per_group;
+  }
+  int64_t tasks() const { return columns * groups; }
+  // Column `column`'s first neuron within the block, and its neuron count.
+  int64_t first(int64_t column) const {
+    return column / columns_per_row * width + column % columns_per_row * kBlock;
+  }
+  int64_t count(int64_t column) const {
+    return std::min(kBlock, width - column % columns_per_row * kBlock);
+  }
+  // The column's neurons in copy c, as a Block of the layout.
+  Block at(const Layout& l, int64_t column, int64_t c) const {
+    const int64_t n0 = c * block + first(column);
+    return {n0 / l.inner, n0 % l.inner, count(column)};
+  }
+};
+
 template <SurrogateKind kKind>
 ffi::Error cpu_backward(ffi::ThreadPool pool, const BackwardCall& call) {
   const BackwardSettings& s = call.settings;
+  const Layout& l = call.layout;
   bool param_grads = false;
   for (void* grad : call.param_grads.values) param_grads |= grad != nullptr;
+  const CopyWork work(l, param_grads ? call.param_grads.count : l.neurons());
   const bool known_dtype = dispatch_dtype<CpuDType>(call.input_dtype, [&]<typename D>() {
     using X = typename D::Input;
     using S = typename D::State;
     const auto shared = QifParams<S>::template backward<kKind>(s);
+    // Each group's gradients, where there is more than one group (few columns: a small block).
+    std::vector<S> partial(work.groups > 1 ? work.groups * kNumParams * work.block : 0);
+    auto grads_of = [&](int64_t group, S* grads[kNumParams]) {
+      for (int j = 0; j < kNumParams; ++j) {
+        S* const grad = static_cast<S*>(call.param_grads.values[j]);
+        grads[j] = !grad || partial.empty() ? grad
+                                            : partial.data() + (group * kNumParams + j) * work.block;
+      }
+    };
     bool_switch([&]<bool kHardReset, bool kPerNeuron, bool kParamGrads>() {
       if constexpr (kPerNeuron || !kParamGrads) {  // (gradients only of arrays)
-        parallel_blocks(pool, block_count(call.layout), [&](int64_t index) {
+        parallel_blocks(pool, work.tasks(), [&](int64_t index) {
+          const int64_t column = index % work.columns, group = index / work.columns;
           BlockParams<S, kPerNeuron> params(shared, call.params, s.neuron);
-          run_block<backward_block<kKind, kHardReset, kPerNeuron, kParamGrads, X, S>>(
-              call, block_at(call.layout, index), params);
+          // (every parameter array tiles the block: each copy's neurons take the same values)
+          params.load(work.at(l, column, 0), l);
+          BlockGradSums<S, kParamGrads> sums;
+          const int64_t c_end = std::min(work.copies, (group + 1) * work.copies_per_group);
+          for (int64_t c = group * work.copies_per_group; c < c_end; ++c) {
+            run_block<backward_block<kKind, kHardReset, kPerNeuron, kParamGrads, X, S>>(
+                call, work.at(l, column, c), params, sums);
+          }
+          if constexpr (kParamGrads) {
+            S* grads[kNumParams];
+            grads_of(group, grads);
+            write_param_grads(sums, params, grads, work.first(column), work.count(column));
+          }
         });
       }
     }, s.neuron.hard_reset, call.params.any(), param_grads);
+    // The groups' gradients added up, in group order.
+    for (int j = 0; j < kNumParams && !partial.empty(); ++j) {
+      S* const grad = static_cast<S*>(call.param_grads.values[j]);
+      if (!grad) continue;
+      for (int64_t k = 0; k < work.block; ++k) {
+        S total = S(0);
+        for (int64_t g = 0; g < work.groups; ++g) total += partial[(g * kNumParams + j) * work.block + k];
+        grad[k] = total;
+      }
+    }
   });
   if (!known_dtype) return no_kernel("dtype", static_cast<int64_t>(call.input_dtype));
   return ffi::Error::Success();
