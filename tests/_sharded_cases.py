@@ -4,6 +4,7 @@ XLA_FLAGS=--xla_force_host_platform_device_count=8; on its own it skips.
 
 A mesh of 4 x 2 CPU devices: "data" over a batch axis, "model" over a neuron axis."""
 
+import re
 import warnings
 
 import jax
@@ -287,6 +288,12 @@ def test_per_feature_parameters_shard_like_the_features(axis_types):
     hlo = grad.lower(*placed).compile().as_text()
     gathers = [l for l in hlo.splitlines() if " all-gather(" in l or " all-to-all(" in l]
     assert gathers == [], gathers
+    # The one reduction adds each device's per-feature sums (2 features per device), never
+    # anything per neuron: the kernel summed its batch rows itself.
+    reduces = [l.split("=", 1)[1].split("all-reduce")[0] for l in hlo.splitlines()
+               if " all-reduce(" in l or " all-reduce-start(" in l]
+    assert reduces and all(re.findall(r"f32\[([\d,]*)\]", r) == ["2"] * r.count("f32[")
+                           for r in reduces), reduces
     for out, ref in zip(grad(*placed), grad(x, v, tau, th)):
         np.testing.assert_allclose(out, ref, rtol=2e-6, atol=1e-6)
     sharded_tau_grad = grad(*placed)[2]
