@@ -274,6 +274,37 @@ def test_gradients_summed_by_the_lowering_equal_the_kernels_sums(layout, monkeyp
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("axes", [(0, None, None), (None, 0, 0), (0, 0, 0), (2, 0, None)],
+                         ids=["x", "params", "both", "x-at-2-and-tau"])
+@pytest.mark.parametrize("size", [1, 3])
+def test_vmapped_parameter_gradients_keep_the_examples_apart(axes, size, device):
+    """The kernel sums parameter gradients over the batch rows: under vmap, over each
+    example's rows only, whichever operands are batched (a vmap of size 1 too)."""
+    x, _ = make_inputs((7, 5, 3), 0, jnp.float64, seed=29)
+    xs = jnp.stack([x * (1 + 0.1 * e) for e in range(size)])
+    taus = jnp.linspace(1.5, 3.0, size * 3, dtype=jnp.float64).reshape(size, 3)
+    ths = jnp.linspace(0.8, 1.2, size * 3, dtype=jnp.float64).reshape(size, 3)
+
+    def grads(x, tau, th):
+        def loss(x, tau, th):
+            spikes, v_final, _ = jaxqif.qif_multistep(x, tau=tau, v_threshold=th, backend="ffi")
+            return jnp.sum(spikes * x) + jnp.sum(v_final ** 2)
+        return jax.grad(loss, argnums=(0, 1, 2))(x, tau, th)
+
+    def args(e):  # example e's operands, batched where `axes` says so
+        return (xs[e] if axes[0] is not None else xs[0], taus[e] if axes[1] is not None
+                else taus[0], ths[e] if axes[2] is not None else ths[0])
+
+    batched_args = [xs if axes[0] is not None else xs[0], taus if axes[1] is not None else taus[0],
+                    ths if axes[2] is not None else ths[0]]
+    if axes[0] == 2:
+        batched_args[0] = jnp.moveaxis(xs, 0, 2)
+    batched = jax.jit(jax.vmap(grads, in_axes=axes))(*batched_args)
+    for k in (1, 2):
+        looped = jnp.stack([grads(*args(e))[k] for e in range(size)])
+        np.testing.assert_allclose(batched[k], looped, rtol=1e-10, atol=1e-12)
+
+
 def test_unused_parameter_gradients_are_not_written():
     """Under jit, dead-code elimination drops the backward's results nobody uses: an array
     parameter that is not differentiated gets no gradient output."""
