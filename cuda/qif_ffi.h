@@ -251,7 +251,8 @@ inline ffi::Error check_params(const ParamBuffers& buffers, ffi::DataType st, co
 
 // Each wanted gradient (absent: zero elements), of a parameter given as an array: all of the
 // same count, the neuron count or a block of neurons that every parameter array tiles (its
-// count a multiple of theirs, ParamGrads).
+// count a multiple of theirs, ParamGrads) and that tiles the layout's rows or is tiled by them
+// (both trailing blocks of the neurons: the CPU kernel walks the block's copies row by row).
 inline ffi::Error check_param_grads(const ParamGradBuffers& buffers, ffi::DataType st,
                                     const Layout& l, const ParamArrays& params,
                                     ParamGrads* grads) {
@@ -265,15 +266,16 @@ inline ffi::Error check_param_grads(const ParamGradBuffers& buffers, ffi::DataTy
                                          kParamNames[j] + " is not given as an array");
     }
     if (grads->count == 0) grads->count = count;
-    bool tiled = count == grads->count && l.neurons() % count == 0;
+    bool tiled = count == grads->count && l.neurons() % count == 0 &&
+                 (count % l.inner == 0 || l.inner % count == 0);
     for (int i = 0; i < kNumParams; ++i) {
       tiled &= !params.values[i] || count % params.wraps[i].count == 0;
     }
     if (!tiled) {
       return ffi::Error::InvalidArgument(
-          "jaxqif: " + name + " has " + std::to_string(count) + " elements: not a block of the " +
-          std::to_string(l.neurons()) + " neurons that every parameter array tiles, or not the "
-          "count of the other gradients");
+          "jaxqif: " + name + " has " + std::to_string(count) + " elements: not a trailing "
+          "block of the " + std::to_string(l.neurons()) + " neurons that every parameter array "
+          "tiles, or not the count of the other gradients");
     }
     JAXQIF_RETURN_IF_ERROR(check_buffer(name.c_str(), b, st, count, false));
     grads->values[j] = b.untyped_data();

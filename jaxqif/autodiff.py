@@ -89,7 +89,8 @@ def _fused(config: NeuronConfig, time_axis: int, store_v_seq: bool, constant_sta
             has_grad_v_final=present(g_v_final), v_init_value=v_init_value,
             param_grads=(True,) * params_count,
         )
-        grad_v_init, over_block = grads[: len(grads) - params_count], grads[len(grads) - params_count:]
+        split = len(grads) - params_count
+        grad_v_init, over_block = grads[:split], grads[split:]
         return (grad_x, *grad_v_init,
                 *(_params.sum_to_compact(g, p.shape) for g, p in zip(over_block, neuron_params)))
 

@@ -292,3 +292,25 @@ def test_handler_refuses_a_sequence_of_no_steps():
     with pytest.raises(Exception, match=r"no time steps \(T = 0\)"):
         jax.block_until_ready(jax.jit(lambda x: call(x, jnp.zeros((0,), jnp.float32),
                                                      **attrs))(x))
+
+
+def test_backward_handler_refuses_a_gradient_block_that_splits_rows():
+    """A direct call of the backward target whose parameter gradient has a count that neither
+    tiles the layout's rows nor is tiled by them (the API never asks for one) is an error, not
+    a column of the CPU kernel read across a row's end."""
+    from jaxqif import _library
+    from jaxqif._config import NeuronConfig
+    from jaxqif.primitives import _neuron_attrs
+
+    x = jnp.ones((3, 5, 4), jnp.float32)  # time axis 1: rows of 4 neurons, 12 in all
+    tau = jnp.full((2,), 2.0, jnp.float32)
+    none = jnp.zeros((0,), jnp.float32)
+    shape = lambda *dims: jax.ShapeDtypeStruct(dims, jnp.float32)
+    # grad_x, no grad_v_init, grad_tau of 6 (rows of 4: neither tiles the other), no others
+    grads = [shape(*x.shape), shape(0), shape(6)] + [shape(0)] * 5
+    call = jax.ffi.ffi_call(_library.BACKWARD_TARGET_V3, grads)
+    attrs = _neuron_attrs(NeuronConfig(tau=2.0), 1, 0.0, jnp.float32)
+    attrs.update(detach_reset=np.bool_(False), surrogate=np.int64(0), alpha=np.float64(4.0))
+    operands = (x, none, none, x, none, none, tau, none, none, none, none, none)
+    with pytest.raises(Exception, match="not a trailing block"):
+        jax.block_until_ready(jax.jit(lambda *ops: call(*ops, **attrs))(*operands))

@@ -362,7 +362,9 @@ void write_param_grads(const BlockGradSums<S, kParamGrads>& sums,
                        int64_t first, int64_t count) {
   for (int j = 0; j < kNumParams; ++j) {
     if (!grads[j]) continue;
-    for (int64_t i = 0; i < count; ++i) grads[j][first + i] = sums.at(i).gradient(j, params.values(i));
+    for (int64_t i = 0; i < count; ++i) {
+      grads[j][first + i] = sums.at(i).gradient(j, params.values(i));
+    }
   }
 }
 
@@ -473,7 +475,8 @@ struct CopyWork {
   int64_t block, copies, width, columns_per_row, columns, groups, copies_per_group;
 
   // (a column is a run of neurons in one row of the layout: the block's rows, of `width`
-  // neurons, are whole rows or lie within one, as both are trailing blocks of the neurons)
+  // neurons, are whole rows or lie within one, as both are trailing blocks of the neurons and
+  // check_param_grads makes sure)
   CopyWork(const Layout& l, int64_t block_neurons) : block(block_neurons) {
     copies = l.neurons() / block;
     width = std::min(block, l.inner);
@@ -517,8 +520,9 @@ ffi::Error cpu_backward(ffi::ThreadPool pool, const BackwardCall& call) {
     auto grads_of = [&](int64_t group, S* grads[kNumParams]) {
       for (int j = 0; j < kNumParams; ++j) {
         S* const grad = static_cast<S*>(call.param_grads.values[j]);
-        grads[j] = !grad || partial.empty() ? grad
-                                            : partial.data() + (group * kNumParams + j) * work.block;
+        grads[j] = !grad || partial.empty()
+                       ? grad
+                       : partial.data() + (group * kNumParams + j) * work.block;
       }
     };
     bool_switch([&]<bool kHardReset, bool kPerNeuron, bool kParamGrads>() {
@@ -548,7 +552,9 @@ ffi::Error cpu_backward(ffi::ThreadPool pool, const BackwardCall& call) {
       if (!grad) continue;
       for (int64_t k = 0; k < work.block; ++k) {
         S total = S(0);
-        for (int64_t g = 0; g < work.groups; ++g) total += partial[(g * kNumParams + j) * work.block + k];
+        for (int64_t g = 0; g < work.groups; ++g) {
+          total += partial[(g * kNumParams + j) * work.block + k];
+        }
         grad[k] = total;
       }
     }
