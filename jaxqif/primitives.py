@@ -411,7 +411,9 @@ def _batched_neuron_shape(x, x_dim, time_axis: int, size: int, unbatched_at: int
 def _block_over_batch_axis(params, neuron_shape: tuple, neuron_dim: int):
     """Batched compact parameters whose largest block (the backward's gradient block) spans
     the batch axis `neuron_dim`: else the kernel would sum the parameter gradients over the
-    examples. The largest is broadcast over the axes up to the batch axis where needed."""
+    examples. The largest is broadcast over the axes up to the batch axis where needed: for a
+    per-feature parameter and x batched ahead of its batch rows, one value per neuron, about
+    what the per-neuron gradients cost anyway."""
     largest = max(range(len(params)), key=lambda i: params[i].ndim)
     start = len(neuron_shape) - params[largest].ndim
     if start <= neuron_dim:
