@@ -22,8 +22,8 @@ namespace jaxqif::gpu {
 
 template <SurrogateKind kKind, bool kHardReset, typename Launcher>
 ffi::Error launch_backward(const BackwardCall& call, Launcher& launcher) {
-  // (the CUDA kernels write one gradient per neuron: jaxqif/primitives.py asks them for no
-  // other, and sums them over the copies of a block itself)
+  // (the CUDA kernels write one gradient per neuron: the lowering, jaxqif/primitives.py, asks
+  // them for no other, and sums them over the gradient block's copies)
   if (call.param_grads.count != 0 && call.param_grads.count != call.layout.neurons()) {
     return ffi::Error::InvalidArgument(
         "jaxqif: the CUDA kernels write the parameters' gradients one per neuron, not summed "
